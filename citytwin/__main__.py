@@ -1,0 +1,5 @@
+"""``python -m citytwin`` runs the CLI."""
+
+from citytwin.cli import main
+
+main()

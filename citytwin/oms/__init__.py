@@ -1,0 +1,1 @@
+"""Outage management: outage records for OMS integration, detection events, webhooks."""

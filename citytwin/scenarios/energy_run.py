@@ -1,0 +1,118 @@
+"""An energy run on the twin: a year of hourly demand per building, summed onto the grid, stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, text
+
+from citytwin.db.copy import copy_frame
+from citytwin.errors import InputError
+from citytwin.scenarios.runs import create_run, fail_run, finish_run, run_dir, set_progress
+
+
+@dataclass
+class EnergyRequest:
+    year: int = 2025
+    weather: str = "synthetic"      # "synthetic", a climate name, or an EPW path
+    climate: str = "temperate"
+    archetypes_path: Path | None = None
+
+
+def _weather(request: EnergyRequest):
+    from citytwin.models.energy import CLIMATES, read_epw, synthetic_weather
+
+    if request.weather in ("synthetic", "", None):
+        return synthetic_weather(request.climate, year=request.year)
+    if request.weather in CLIMATES:
+        return synthetic_weather(request.weather, year=request.year)
+    path = Path(request.weather)
+    if not path.exists():
+        raise InputError(f"weather must be 'synthetic', a climate ({', '.join(CLIMATES)}) or an EPW file; "
+                         f"{request.weather!r} is none of these")
+    return read_epw(path)
+
+
+def simulate_energy_on_twin(engine: Engine, data_dir: Path, request: EnergyRequest, *, client=None) -> dict:
+    """Demand for every building; per-building annual figures in the DB, per-asset hourly series on disk."""
+    from citytwin.db.grid import read_grid
+    from citytwin.db.read import read_buildings
+    from citytwin.models.energy import load_archetypes, simulate
+    from citytwin.models.grid import assignments
+
+    weather = _weather(request)
+    archetypes = load_archetypes(request.archetypes_path) if request.archetypes_path else None
+    with engine.connect() as conn:
+        buildings = read_buildings(conn)
+        grid = read_grid(conn)
+    if buildings.empty:
+        raise InputError("the twin has no buildings to simulate; import some first")
+    run_id = create_run(engine, "energy", {"year": request.year, "weather": str(request.weather),
+                                           "climate": request.climate})
+    try:
+        ids = buildings.set_index("source_id")["id"]
+        table = pd.DataFrame(buildings.drop(columns=["id"]))
+        links = assignments(grid).dropna(subset=["building_id"]) if len(grid.nodes) else None
+        ratings = grid.nodes.set_index("node_id")["rating_mva"].dropna() if len(grid.nodes) else None
+        set_progress(engine, run_id, 0.1, "energy")
+        result = simulate(table, weather, links, archetypes=archetypes, ratings=ratings,
+                          unassigned="ignore")
+        per_building = result.buildings
+        frame = pd.DataFrame({"run_id": run_id,
+                              "building_id": ids.reindex(per_building.index.astype(str)).to_numpy(),
+                              "annual_kwh": per_building["electricity_kwh"].to_numpy(),
+                              "peak_kw": per_building["electricity_peak_kw"].to_numpy()})
+        frame = frame[frame["building_id"].notna()]
+        out = run_dir(data_dir, run_id) / "assets.nc"
+        with engine.begin() as conn:
+            copy_frame(conn, "building_results", frame, ["run_id", "building_id", "annual_kwh", "peak_kw"])
+            if result.assets is not None:
+                assets = result.assets
+                asset_frame = pd.DataFrame({
+                    "run_id": run_id, "asset_id": assets["asset"].to_numpy().astype(str),
+                    "asset_kind": assets["level"].to_numpy().astype(str),
+                    "annual_mwh": assets["electricity_kwh"].to_numpy() / 1000.0,
+                    "peak_mw": assets["electricity_peak_kw"].to_numpy() / 1000.0,
+                    "overloaded": assets["overload"].to_numpy().astype(bool)
+                    if "overload" in assets else np.zeros(assets.sizes["asset"], dtype=bool)})
+                copy_frame(conn, "asset_results", asset_frame,
+                           ["run_id", "asset_id", "asset_kind", "annual_mwh", "peak_mw", "overloaded"])
+        if result.assets is not None:
+            _to_netcdf(result.assets, out)
+        summary = {
+            "run_id": run_id, "buildings": int(len(frame)),
+            "electricity_mwh": float(per_building["electricity_kwh"].sum() / 1000.0),
+            "heating_mwh": float(per_building["heating_kwh"].sum() / 1000.0),
+            "cooling_mwh": float(per_building["cooling_kwh"].sum() / 1000.0),
+            "overloaded_assets": int(result.assets["overload"].sum()) if result.assets is not None
+            and "overload" in result.assets else 0,
+            "result_path": str(out) if result.assets is not None else None,
+            "report": {k: v for k, v in result.report.items() if isinstance(v, (int, float, str))},
+        }
+        finish_run(engine, run_id, summary, summary["result_path"])
+        return summary
+    except Exception as exc:
+        fail_run(engine, run_id, str(exc))
+        raise
+
+
+def _to_netcdf(assets, out: Path) -> None:
+    """Write the per-asset Dataset; string/object coordinates and attrs made NetCDF-safe."""
+    import json
+
+    clean = assets.copy()
+    for name in list(clean.coords) + list(clean.data_vars):
+        if clean[name].dtype == object:
+            clean[name] = clean[name].astype(str)
+    clean.attrs = {k: (json.dumps(v, default=str) if isinstance(v, (dict, list)) else v)
+                   for k, v in clean.attrs.items()}
+    clean.to_netcdf(out, engine="h5netcdf")
+
+
+def latest_energy_run(engine: Engine) -> int | None:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT id FROM simulation_runs WHERE kind = 'energy' AND status = 'succeeded' "
+                                 "ORDER BY finished_at DESC LIMIT 1")).scalar()
