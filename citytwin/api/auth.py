@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, text
 
 from citytwin.errors import AuthError, InputError, PermissionDeniedError
 
-SCOPES = ("read", "ingest", "outages:write", "admin")
+SCOPES = ("read", "ingest", "outages:write", "commands", "admin")
 HEADER = "X-API-Key"
 
 

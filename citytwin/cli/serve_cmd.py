@@ -27,7 +27,7 @@ def serve(
                 log_level="warning", loop="uvloop", http="httptools")
 
 
-keys_app = typer.Typer(help="API keys with scopes (read, ingest, outages:write, admin).", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys with scopes (read, ingest, outages:write, commands, admin).", no_args_is_help=True)
 
 
 @keys_app.command("create")
