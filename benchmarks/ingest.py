@@ -4,6 +4,19 @@ Both load the same file into fresh databases on the same server, in the same run
 citytwin through ``citytwin import buildings`` (COPY into staging, upsert, spatial index), ogr2ogr with
 ``-f PostgreSQL`` and ``PG_USE_COPY=YES``. Prints buildings/s for both, the ratio and peak memory.
 
+What each side does (checked in the server log), so the ratio is read fairly in both directions:
+
+- ogr2ogr creates the table with a ``fid`` primary key and the GiST index *before* its COPY, so the
+  server maintains the index row by row; it commits every 100 000 features (``-gt`` default), so a
+  failure leaves a partial table; it writes the geometry as read, with no validation.
+- citytwin validates every footprint (GEOS validity, area, orientation; repairs or rejects), maps
+  heights, uses and attributes, runs the whole import in one transaction, and on a load into an
+  empty table builds the GiST index, the ``(source, source_id)`` key and the use index after the
+  COPY (cheaper than maintaining them), then ANALYZEs. It also migrates the fresh database first.
+  Reading and preparing run in a forked child beside the server backend (2 cores).
+- Peak memory is ``ru_maxrss`` of the loader process and its waited-for children: for citytwin the
+  larger of the CLI process and its preparing child, not their sum.
+
     .venv/bin/python benchmarks/ingest.py [--buildings 1000000]
 """
 

@@ -66,9 +66,17 @@ def test_chunked_run_on_worker_processes_equals_in_memory_run():
     kwargs["duration"] = 120.0
     reference = simulate(dem, **kwargs)
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-    with cluster, Client(cluster):
+    with cluster, Client(cluster) as client:
         chunked = simulate(dem.chunk({"y": 35, "x": 90}), **kwargs)
         _assert_same(chunked, reference)
+        # Each worker process kept its chunks for the run only.
+        assert set(client.run(_resident_chunks).values()) == {0}
+
+
+def _resident_chunks() -> int:
+    from citytwin.models.flood import resident
+
+    return len(resident._STORE)
 
 
 def test_large_in_memory_grid_runs_in_bands_and_equals_one_block():
@@ -86,3 +94,45 @@ def test_large_in_memory_grid_runs_in_bands_and_equals_one_block():
     assert np.array_equal(banded.depth.values, one_block.depth.values)
     assert np.array_equal(banded.max_depth.values, one_block.max_depth.values)
     assert banded.attrs["relative_volume_error"] < 1e-6
+
+
+def test_resident_chunks_are_freed_and_concurrent_runs_do_not_collide():
+    # Chunks live in a per-process store on the workers (shared by all workers with processes=False),
+    # keyed by run: two runs at once keep apart, and nothing is left behind after either. Three bands:
+    # the outer two are not neighbours and see each other's reports only.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from citytwin.models.flood import resident
+
+    dem, kwargs = _problem()
+    kwargs["duration"] = 120.0
+    reference = simulate(dem, **kwargs)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=2, processes=False, dashboard_address=None)
+    with cluster, Client(cluster):
+        with ThreadPoolExecutor(2) as pool:
+            runs = list(pool.map(lambda chunks: simulate(dem.chunk(chunks), **kwargs),
+                                 [{"y": 35, "x": 90}, {"y": 24, "x": 90}]))
+        for chunked in runs:
+            _assert_same(chunked, reference)
+        assert resident._STORE == {}
+
+
+def test_failed_chunked_run_frees_its_chunks(monkeypatch):
+    from citytwin.models.flood import chunked as chunked_module
+    from citytwin.models.flood import resident
+
+    calls = []
+
+    def failing_advance(block, plan, num):
+        calls.append(plan.t0)
+        if len(calls) > 6:
+            raise RuntimeError("kernel failure")
+        return 0.0
+
+    dem, kwargs = _problem()
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None)
+    with cluster, Client(cluster):
+        monkeypatch.setattr(chunked_module, "advance", failing_advance)  # the workers share this process
+        with pytest.raises(RuntimeError, match="kernel failure"):
+            simulate(dem.chunk({"y": 35, "x": 90}), **kwargs)
+        assert resident._STORE == {}

@@ -277,3 +277,48 @@ def test_use_codes_map_onto_the_vocabulary():
                                             (8.5, 47.2, 32632)])
 def test_utm_zone_including_the_norway_and_svalbard_exceptions(lon, lat, epsg):
     assert utm_epsg(lon, lat) == epsg
+
+
+def test_import_prepared_in_a_process_matches_the_thread_and_rolls_back_on_error(engine, tmp_path: Path):
+    """The forked preparation (``prepare_in_process=True``) imports what the thread path imports,
+    reports the same rejections and repairs, and an error in the child leaves nothing written."""
+    from sqlalchemy import text
+
+    from citytwin.db.buildings import load_buildings
+
+    x0, y0 = 400_000.0, 5_350_000.0
+    features = []
+    for i in range(40):
+        x, y = x0 + 30 * i, y0
+        ring = [[x, y], [x + 10, y], [x + 10, y + 10], [x, y + 10], [x, y]]
+        if i % 9 == 4:
+            ring = ring[::-1]  # clockwise: accepted, re-oriented
+        if i % 13 == 5:
+            ring = [[x, y], [x + 10, y + 10], [x + 10, y], [x, y + 10.5], [x, y]]  # bow tie: rejected
+        if i % 11 == 6:
+            ring = [[x, y], [x + 10, y], [x + 10, y + 10], [x + 5, y + 10], [x + 5.2, y + 9.9], [x, y + 10], [x, y]]
+        features.append(_polygon(ring, id=f"b{i}", height=None if i == 17 else 6.0 + i))
+    path = _feature_collection(tmp_path / "b.geojson", features, crs="EPSG:32632")
+
+    def count() -> int:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM buildings")).scalar()
+
+    forked = load_buildings(engine, iter_building_chunks(path, chunk_size=7), source="s", path=str(path),
+                            prepare_in_process=True)
+    threaded = load_buildings(engine, iter_building_chunks(path, chunk_size=7), source="s", path=str(path),
+                              prepare_in_process=False)
+    assert forked.imported == threaded.updated == count() == 40 - forked.rejected
+    assert forked.rejections == threaded.rejections and forked.rejected == 4
+    assert forked.warnings == threaded.warnings
+    with engine.connect() as conn:
+        ccw = conn.execute(text("SELECT bool_and(NOT ST_IsPolygonCW(footprint)) FROM buildings")).scalar()
+    assert ccw
+
+    def failing():
+        yield from iter_building_chunks(path, chunk_size=7)
+        raise InputError("broken file")
+
+    with pytest.raises(InputError, match="broken file"):
+        load_buildings(engine, failing(), source="other", path=str(path), prepare_in_process=True)
+    assert count() == 40 - forked.rejected

@@ -34,12 +34,17 @@ class Reader(threading.Thread):
         super().__init__(daemon=True)
         self.ws = connect(url, open_timeout=10, max_size=None)
         self.frames: list[tuple[float, dict]] = []
+        self.received_bytes = 0
+        self.largest_frame = 0
         self.closed: str | None = None
         self.start()
 
     def run(self) -> None:
         try:
             for message in self.ws:
+                size = len(message.encode() if isinstance(message, str) else message)
+                self.received_bytes += size
+                self.largest_frame = max(self.largest_frame, size)
                 self.frames.append((time.monotonic(), json.loads(message)))
         except Exception as exc:  # noqa: BLE001 - record how the connection ended
             self.closed = repr(exc)
@@ -73,15 +78,20 @@ def plausible(r: int, ds: int) -> float:
 
 
 def _ingest_rounds(database_url: str, ids: list[int], rounds: int, pause: float,
-                   start_minutes_ago: float = 120, value=None) -> None:
+                   start_minutes_ago: float = 120, value=None, until=None) -> int:
+    """Ingest ``rounds`` batches (one observation per datastream each), or fewer once ``until()`` is
+    true; returns how many were ingested."""
     value = value or plausible
     t0 = recent(start_minutes_ago)
     ingestor = Ingestor()
     with psycopg.connect(conninfo(database_url), autocommit=True) as pg:
         for r in range(rounds):
+            if until is not None and until():
+                return r
             rows = [[ds, iso(t0 + timedelta(seconds=r)), value(r, ds)] for ds in ids]
             ingestor.ingest(pg, [RawMessage("citytwin/ingest/batch", json.dumps(rows).encode())])
             time.sleep(pause)
+    return rounds
 
 
 def test_filters_coalescing_and_anomalies(engine, database_url) -> None:
@@ -146,6 +156,18 @@ def _raw_ws(port: int, path: str) -> socket.socket:
     return sock
 
 
+def _below_the_hub(sock: socket.socket) -> int:
+    """Bytes that a WebSocket peer which never reads can absorb below the hub's queue: the server's TCP
+    send buffer (auto-tuned up to the ``net.ipv4.tcp_wmem`` maximum, which loopback's 64 kB segments reach
+    at once; uvicorn sets no SO_SNDBUF) and one segment over it, the peer's receive buffer, and the asyncio
+    transport's 64 KiB high-water mark (plus the frame written while below it: counted by the caller)."""
+    try:
+        send_max = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    except (OSError, ValueError, IndexError):      # not Linux (macOS auto-tunes up to 4 MB)
+        send_max = 16 * 2**20
+    return send_max + 2**16 + sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) + 2**16
+
+
 def test_slow_client_is_dropped_without_blocking_a_fast_one(engine, database_url) -> None:
     ids = sorted(make_network(engine, n_meters=700).values())
     app = telemetry_app(engine)
@@ -154,16 +176,24 @@ def test_slow_client_is_dropped_without_blocking_a_fast_one(engine, database_url
         slow = _raw_ws(server.port, "/ws/telemetry")
         fast = Reader(server.url.replace("http", "ws") + "/ws/telemetry")
         wait_until(lambda: fast.frames)
+        # Both clients are offered the same ~100 kB frames, up to 10 a second. The kernel alone holds
+        # megabytes for the slow one, so feed until it has been offered more than fits below the hub plus
+        # the frame its sender holds, the one written over the high-water mark and a full queue: it has
+        # then stalled for send_timeout or overflowed its queue, and must have been dropped.
+        buffered = _below_the_hub(slow)
         started = time.monotonic()
-        _ingest_rounds(database_url, ids, rounds=40, pause=0.05)       # ~100 kB frames at up to 10 Hz
+        rounds = _ingest_rounds(database_url, ids, rounds=300, pause=0.05, until=lambda: hub.dropped or (
+            fast.received_bytes > buffered + (hub.queue_size + 3) * fast.largest_frame))
         duration = time.monotonic() - started
-        wait_until(lambda: fast.latest().get(ids[-1]) == plausible(39, ids[-1]))
+        wait_until(lambda: fast.latest().get(ids[-1]) == plausible(rounds - 1, ids[-1]))
         times = [t for t, f in fast.frames if f["type"] == "observations"]
+        offered, clients_left = fast.received_bytes, len(hub.clients)
         fast.close()
         slow.close()
-    assert hub.dropped == 1
+    assert hub.dropped == 1, f"the slow client was offered {offered} bytes and is still served"
+    assert clients_left == 1                       # the fast one
     # The fast client kept getting frames at the coalescing rate (10/s, or one per batch if slower).
-    assert len(times) >= 0.6 * min(40, 10 * duration)
+    assert len(times) >= 0.6 * min(rounds, 10 * duration)
 
 
 def test_fan_out_reaches_two_api_processes(engine, database_url) -> None:

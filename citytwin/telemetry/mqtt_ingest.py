@@ -94,12 +94,19 @@ class IngestService:
         self.stats = IngestStats()
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
+        self.subscribed = threading.Event()  # set once the broker has acknowledged our subscriptions
         self._threads: list[threading.Thread] = []
         self._engine: Engine | None = None
         self.client = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> "IngestService":
+    def start(self, ready_timeout_s: float = 10.0) -> "IngestService":
+        """Connect, subscribe and start the writer threads.
+
+        Waits up to ``ready_timeout_s`` for the broker to acknowledge the subscriptions: a message
+        published before that reaches no subscription of a new session and is not queued for it. If
+        the broker is down the service goes on starting and subscribes when it comes back.
+        """
         from citytwin.db.engine import make_engine
 
         self._engine = make_engine(self.database_url, pool_size=2, max_overflow=2)
@@ -109,12 +116,15 @@ class IngestService:
                                      receive_maximum=self.receive_maximum, on_connect=self._subscribe,
                                      start=False)
         self.client.on_message = lambda client, userdata, message: self.inbox.put(message)
+        self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.client.loop_start()
         self._spawn(self._write_loop, "ingest-writer")
         if self.relay_enabled:
             self._spawn(OutboxRelay(self).run, "outbox-relay")
         if self.maintenance is not None:
             self._spawn(self._maintenance_loop, "telemetry-maintenance")
+        if ready_timeout_s and not self.subscribed.wait(ready_timeout_s):
+            log.warning("MQTT broker at %s has not confirmed the subscriptions yet; still trying", self.mqtt_url)
         return self
 
     def request_stop(self) -> None:

@@ -1,20 +1,29 @@
-"""Chunk-parallel runs on Dask: one task per DEM chunk and block of steps, with halo exchange.
+"""Chunk-parallel runs: one task per chunk and block of steps, with halo exchange.
 
-Each chunk of the DEM is a block whose state (depth, fluxes, running maxima) stays on a Dask
-worker. A block of ``K = exchange_steps`` steps runs on the chunk extended by a halo of ``K + 1``
-cells copied from its neighbours: wrong values enter from the halo's outer edge at one cell per
-step (a face needs its two cells and its neighbouring faces), so after K steps the chunk itself is
-still exact. All blocks use the same time step, computed from the global maximum depth between
-blocks, so the chunked run reproduces the in-memory run (see :mod:`.engine`).
+Each chunk of the DEM is a block whose state (depth, fluxes, running maxima) stays where it runs. A
+block of ``K = exchange_steps`` steps runs on the chunk extended by a halo of ``K + 1`` cells copied
+from its neighbours: wrong values enter from the halo's outer edge at one cell per step (a face
+needs its two cells and its neighbouring faces), so after K steps the chunk itself is still exact.
+All blocks use the same time step, computed from the global maximum depth between blocks, so the
+chunked run reproduces the in-memory run (see :mod:`.engine`).
 
-Per block of steps there is one task per chunk: it plans the steps from all chunks' reports,
-writes the strips its neighbours handed out into its halo, runs the steps and hands out its own
-strips (the parts of it other halos need). Only strips and reports travel between workers. With a
-``dask.distributed`` client the tasks are submitted as futures, which are persisted results by
-nature, so no graph grows with the number of steps (REFERENCE.md: a few hundred tasks per step
-otherwise) and no task graph has to be built, culled or ordered per step -- with delayed
-objects and ``persist`` that bookkeeping cost more than the steps themselves (measured). Volumes
-are booked per chunk on the cells and border faces it owns, in float64, and summed at the end.
+Per block of steps there is one task per chunk (:func:`step_chunk`): it plans the steps from all
+chunks' reports, writes the strips its neighbours handed out into its halo, runs the steps and
+hands out its own strips (the parts of it other halos need) with its report. Only strips and
+reports travel. Three runners drive the tasks:
+
+- ``dask.distributed`` client (:class:`.resident.Resident`): each chunk is kept in a store on one
+  worker for the whole run and every task touching it is pinned there, so a task's result is just
+  ``(strips, report)`` -- no picks out of a big result, one task per chunk and block. Tasks are
+  submitted as futures in batches (the tasks plan their own steps, so the driver queues ahead and
+  never builds, culls or orders a graph per step: with delayed objects and ``persist`` that
+  bookkeeping cost more than the steps themselves, measured; REFERENCE.md: a few hundred tasks per
+  step otherwise).
+- no client (:class:`_Local`): each block is a small graph on the active local Dask scheduler.
+- an in-memory grid split into bands (:class:`_Threads`): a thread pool of this process.
+
+Volumes are booked per chunk on the cells and border faces it owns, in float64, and summed at the
+end.
 """
 
 from __future__ import annotations
@@ -89,11 +98,12 @@ def _local(rect: Rect, origin: Rect) -> tuple[slice, slice]:
 # --- tasks (run on the workers) ------------------------------------------------------------------
 @dataclass
 class Chunk:
-    """One chunk's model arrays on its extended rectangle (own cells + halo), kept on a worker.
+    """One chunk's model arrays on its extended rectangle (own cells + halo), kept where it runs.
 
     Advanced in place: each block of steps has exactly one task that touches a chunk; the parts its
     neighbours need leave as separate small strips. Depth maps at output times stay in ``frames``
-    (output index -> own cells) until the driver asks for them.
+    (output index -> own cells) until the driver asks for them; ``plans`` are the blocks of steps
+    run so far (every chunk runs the same ones), for the driver's books at the end of a run.
     """
 
     block: Block
@@ -101,6 +111,7 @@ class Chunk:
     sources: tuple  # (rows, cols) of each outgoing strip in the extended rectangle
     outflow: float = 0.0
     frames: dict = field(default_factory=dict)
+    plans: list = field(default_factory=list)
 
 
 @dataclass
@@ -144,43 +155,52 @@ def _outgoing(chunk: Chunk) -> tuple:
     return tuple(tuple(a[rows, cols].copy() for a in (b.h, b.c, b.qx, b.qy)) for rows, cols in chunk.sources)
 
 
-def _advance(previous: tuple, forcing: Forcing, num: Numerics, times: tuple, targets: tuple, infos: list,
-             *incoming: tuple) -> tuple:
+def step_chunk(chunk: Chunk, strips: tuple, forcing: Forcing, num: Numerics, times: tuple, targets: tuple,
+               infos: list, incoming: list) -> tuple[tuple, Info]:
     """Refresh the halo, run the next block of steps, hand out the strips for the neighbours.
 
     The block of steps is planned here, from every chunk's report of the previous block (they all
-    compute the same plan), so the driver can queue many blocks without waiting for any.
-    ``previous`` is this chunk's last result (chunk, strips, info); ``incoming[k]`` a neighbour's
-    strip tuple and ``targets[k] = (index, rows, cols)`` which of its strips lands where.
-    Returns (chunk, outgoing strips, Info).
+    compute the same plan), so a driver can queue many blocks without waiting for any. ``strips``
+    are this chunk's last outgoing strips (handed out again when nothing runs); ``incoming[k]`` a
+    neighbour's strip tuple and ``targets[k] = (index, rows, cols)`` which of its strips lands
+    where. Returns (outgoing strips, Info).
     """
-    chunk = previous[0]
     b = chunk.block
     t = infos[0].t
     plan = None if infos[0].done else next_plan(forcing, num, list(times), t, max(i.peak for i in infos))
     inner = b.own_view(b.h)
     if plan is None:
-        return chunk, previous[1], Info(t=t, peak=_peak(inner), plan=None, done=True)
-    for (index, rows, cols), strips in zip(targets, incoming):
-        for target, values in zip((b.h, b.c, b.qx, b.qy), strips[index]):
+        return strips, Info(t=t, peak=_peak(inner), plan=None, done=True)
+    for (index, rows, cols), feed in zip(targets, incoming):
+        for target, values in zip((b.h, b.c, b.qx, b.qy), feed[index]):
             target[rows, cols] = values
     chunk.outflow += advance(b, plan, num)
+    chunk.plans.append(plan)
     if plan.t1 in times:
         chunk.frames[times.index(plan.t1)] = inner.copy()
-    return chunk, _outgoing(chunk), Info(t=plan.t1, peak=_peak(inner), plan=plan)
+    return _outgoing(chunk), Info(t=plan.t1, peak=_peak(inner), plan=plan)
 
 
-def _frame(result: tuple, index: int) -> np.ndarray:
-    return result[0].frames.pop(index)  # handed out once: the chunk need not keep it
+def _advance(previous: tuple, forcing: Forcing, num: Numerics, times: tuple, targets: tuple, infos: list,
+             *incoming: tuple) -> tuple:
+    """:func:`step_chunk` on an in-process result ``(chunk, strips, info)``; returns the next one."""
+    chunk = previous[0]
+    return (chunk, *step_chunk(chunk, previous[1], forcing, num, times, targets, infos, list(incoming)))
 
 
-def _field(result: tuple, name: str) -> np.ndarray:
-    block = result[0].block
+def chunk_frame(chunk: Chunk, index: int) -> np.ndarray:
+    """The depth map at output ``index`` on the chunk's own cells."""
+    return chunk.frames.pop(index)  # handed out once: the chunk need not keep it
+
+
+def chunk_field(chunk: Chunk, name: str) -> np.ndarray:
+    """A copy of a block array (``hmax``, ``tarr``) on the chunk's own cells."""
+    block = chunk.block
     return block.own_view(getattr(block, name)).copy()
 
 
-def _volumes(result: tuple) -> tuple[float, float]:
-    chunk = result[0]
+def chunk_volumes(chunk: Chunk) -> tuple[float, float]:
+    """(stored water, net border outflow) of the chunk's own cells and faces, m3 / cell area and m3."""
     b = chunk.block
     stored = float(b.own_view(b.h).sum(dtype="float64") + b.own_view(b.c).sum(dtype="float64"))
     return stored, chunk.outflow
@@ -234,35 +254,38 @@ def run_chunked(domain: Domain, num: Numerics, times: list[float], chunks: tuple
 
     ``threads > 0``: numpy inputs, the chunks advance on a pool of that many threads in this
     process, the maps come back as numpy arrays. Otherwise (Dask inputs): with a
-    ``dask.distributed`` client the chunks live on its workers and blocks of steps are queued in
-    batches (the tasks plan their own steps), so workers never wait for the driver; without one,
-    each block of steps runs as a small graph on the active local Dask scheduler. Maps come back
-    Dask-backed.
+    ``dask.distributed`` client the chunks stay resident on its workers and blocks of steps are
+    queued in batches (the tasks plan their own steps), so workers never wait for the driver (see
+    :mod:`.resident`); without one, each block of steps runs as a small graph on the active local
+    Dask scheduler. Maps come back Dask-backed.
     """
-    import dask
-
     rows_of_pieces = layout(chunks, num.exchange_steps + 1)
     flat = [p for row in rows_of_pieces for p in row]
     wiring = _Wiring.of(flat)
     rain_field = domain.rain.field if domain.rain.field is not None else 1.0
-    make = dask.delayed(_make_chunk, pure=False)
-    inputs = []
+    inputs = []  # per chunk: the arguments of _make_chunk (numpy views or Dask slices)
     for k, piece in enumerate(flat):
         r0, r1, c0, c1 = piece.ext
 
         def cut(a, rect=(r0, r1, c0, c1)):
             return a if isinstance(a, float) else a[rect[0]:rect[1], rect[2]:rect[3]]
 
-        args = (cut(domain.z), cut(domain.h0), cut(domain.hmax0), cut(domain.tarr0), cut(domain.manning),
-                cut(rain_field), piece, wiring.sources[k], _sources_in(domain, piece))
-        inputs.append(partial(_make_chunk, *args) if threads else make(*args))
+        inputs.append((cut(domain.z), cut(domain.h0), cut(domain.hmax0), cut(domain.tarr0),
+                       cut(domain.manning), cut(rain_field), piece, wiring.sources[k],
+                       _sources_in(domain, piece)))
     if threads:
         runner = _Threads(threads, wiring)
     else:
         client = _client()
-        runner = _Distributed(client, wiring) if client is not None else _Local(wiring)
+        if client is not None:
+            from .resident import Resident
+
+            runner = Resident(client, wiring)
+        else:
+            runner = _Local(wiring)
     result = RunResult(times=times, frames=[], hmax=None, tarr=None)
     result.extra.update(chunks=len(flat), exchanges=0)
+    finished = False
     try:
         runner.run(inputs, domain, num, times, result)
         inputs.clear()
@@ -275,17 +298,18 @@ def run_chunked(domain: Domain, num: Numerics, times: list[float], chunks: tuple
             return runner.assemble(parts, shapes, width)
 
         result.frames = runner.frames(assemble, len(times))
-        result.hmax = assemble(runner.map(_field, "hmax"))
-        result.tarr = assemble(runner.map(_field, "tarr"))
-        volumes = runner.gather(runner.map(_volumes))
+        result.hmax = assemble(runner.map(chunk_field, "hmax"))
+        result.tarr = assemble(runner.map(chunk_field, "tarr"))
+        volumes = runner.gather(runner.map(chunk_volumes))
+        finished = True
     finally:
-        runner.close()
+        runner.close(finished)
     result.stored_end = float(sum(v[0] for v in volumes)) * domain.grid.cell_area
     result.outflow = float(sum(v[1] for v in volumes))
     return result
 
 
-def _book(result, reports: list, forcing: Forcing) -> bool:
+def book(result, reports: list, forcing: Forcing) -> bool:
     """Book the blocks of steps the reports describe; True once the run has reached its end."""
     for report in reports:
         if report.plan is not None:
@@ -296,91 +320,22 @@ def _book(result, reports: list, forcing: Forcing) -> bool:
     return False
 
 
-class _Distributed:
-    """Chunks as futures on a dask.distributed cluster; blocks of steps queued in batches.
-
-    Per block of steps and chunk: one advance task, whose result stays on its worker, plus two
-    small picks of it (the outgoing strips, the report), which are all that travel.
-    """
-
-    BATCH = 8  # blocks of steps per batch
-
-    def __init__(self, client, wiring: _Wiring) -> None:
-        self.client = client
-        self.wiring = wiring
-        self.results: list = []
-
-    def _pick(self, future, k: int):
-        import operator
-
-        return self.client.submit(operator.getitem, future, k, pure=False)
-
-    def run(self, inputs: list, domain: Domain, num: Numerics, times: list[float], result) -> None:
-        client, wiring = self.client, self.wiring
-        n = len(inputs)
-        # Small constants go to every worker once instead of with every task.
-        forcing, num_f, times_f = client.scatter([domain.forcing, num, tuple(times)], broadcast=True)
-        targets = client.scatter(list(wiring.targets), broadcast=True)
-        self.results = list(client.compute(inputs))
-        strips = [self._pick(r, 1) for r in self.results]
-        infos = [self._pick(r, 2) for r in self.results]
-
-        def queue(batch: int) -> list:
-            nonlocal strips, infos
-            reports = []
-            for _ in range(batch):
-                self.results = [
-                    client.submit(_advance, self.results[i], forcing, num_f, times_f, targets[i], infos,
-                                  *[strips[a] for a in wiring.feeders[i]], pure=False)
-                    for i in range(n)]
-                strips = [self._pick(r, 1) for r in self.results]
-                infos = [self._pick(r, 2) for r in self.results]
-                reports.append(infos[0])
-            return reports
-
-        # Keep one batch queued behind the one being waited for, so workers never run dry while the
-        # driver books and queues. Blocks queued past the end do nothing.
-        pending = [queue(self.BATCH), queue(self.BATCH)]
-        while not _book(result, client.gather(pending.pop(0)), domain.forcing):
-            pending.append(queue(self.BATCH))
-
-    def map(self, fn, *args) -> list:
-        return [self.client.submit(fn, r, *args, pure=False) for r in self.results]
-
-    def gather(self, handles: list) -> list:
-        return self.client.gather(handles)
-
-    def assemble(self, parts: list, shapes: list, width: int) -> Any:
-        import dask
-        import dask.array as da
-
-        cells = [da.from_delayed(dask.delayed(p), shape=s, dtype=F32) for p, s in zip(parts, shapes)]
-        return da.block([cells[k:k + width] for k in range(0, len(cells), width)])
-
-    def frames(self, assemble, count: int) -> list:
-        return [assemble(self.map(_frame, k)) for k in range(count)]
-
-    def close(self) -> None:
-        pass
-
-
 class _Local:
     """Chunks in this process; each block of steps is one small graph on the local Dask scheduler."""
 
     def __init__(self, wiring: _Wiring) -> None:
         self.wiring = wiring
-        self.results: list = []
+        self.results: list = []  # per chunk: (chunk, outgoing strips, Info) of the last block
 
     def run(self, inputs: list, domain: Domain, num: Numerics, times: list[float], result) -> None:
-        from functools import partial
-
         import dask
         from dask.base import get_scheduler
 
         get = get_scheduler() or dask.threaded.get
         wiring = self.wiring
         n = len(inputs)
-        self.results = list(dask.compute(*inputs))
+        make = dask.delayed(_make_chunk, pure=False)
+        self.results = list(dask.compute(*[make(*args) for args in inputs]))
         forcing, times_t = domain.forcing, tuple(times)
         while True:
             infos = [r[2] for r in self.results]
@@ -390,11 +345,12 @@ class _Local:
                                               *[self.results[a][1] for a in wiring.feeders[i]]),)
                      for i in range(n)}
             self.results = list(get(graph, [("advance", i) for i in range(n)]))
-            if _book(result, [self.results[0][2]], forcing):
+            if book(result, [self.results[0][2]], forcing):
                 return
 
     def map(self, fn, *args) -> list:
-        return [fn(r, *args) for r in self.results]
+        """``fn(chunk, *args)`` for every chunk."""
+        return [fn(r[0], *args) for r in self.results]
 
     def gather(self, handles: list) -> list:
         return handles
@@ -405,9 +361,9 @@ class _Local:
         return da.from_array(np.block([parts[k:k + width] for k in range(0, len(parts), width)]))
 
     def frames(self, assemble, count: int) -> list:
-        return [assemble(self.map(_frame, k)) for k in range(count)]
+        return [assemble(self.map(chunk_frame, k)) for k in range(count)]
 
-    def close(self) -> None:
+    def close(self, finished: bool) -> None:
         pass
 
 
@@ -430,14 +386,14 @@ class _Threads(_Local):
     def run(self, inputs: list, domain: Domain, num: Numerics, times: list[float], result) -> None:
         wiring, pool = self.wiring, self.pool
         n = len(inputs)
-        self.results = list(pool.map(lambda make: make(), inputs))
+        self.results = list(pool.map(lambda args: _make_chunk(*args), inputs))
         forcing, times_t = domain.forcing, tuple(times)
         while True:
             infos = [r[2] for r in self.results]
             futures = [pool.submit(_advance, self.results[i], forcing, num, times_t, wiring.targets[i], infos,
                                    *[self.results[a][1] for a in wiring.feeders[i]]) for i in range(n)]
             self.results = [f.result() for f in futures]
-            if _book(result, [self.results[0][2]], forcing):
+            if book(result, [self.results[0][2]], forcing):
                 return
 
     def assemble(self, parts: list, shapes: list, width: int) -> np.ndarray:
@@ -445,12 +401,12 @@ class _Threads(_Local):
 
     def frames(self, assemble, count: int) -> np.ndarray:
         """All depth maps in one (time, y, x) array, filled map by map (no list of copies)."""
-        first = assemble(self.map(_frame, 0))
+        first = assemble(self.map(chunk_frame, 0))
         out = np.empty((count,) + first.shape, dtype=F32)
         out[0] = first
         for k in range(1, count):
-            out[k] = assemble(self.map(_frame, k))
+            out[k] = assemble(self.map(chunk_frame, k))
         return out
 
-    def close(self) -> None:
+    def close(self, finished: bool) -> None:
         self.pool.shutdown(wait=True)
