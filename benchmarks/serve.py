@@ -1,16 +1,21 @@
-"""Benchmark: serving a tileset, citytwin's tile service (uvicorn) vs nginx, with wrk, same run, same files.
+"""Benchmark: serving a tileset, ``citytwin serve`` (the full app) vs nginx, with wrk, same run, same files.
 
 A synthetic tileset is built once; both servers serve that directory on localhost:
 
-- citytwin: ``uvicorn`` with ``create_app`` (httptools, uvloop), ``--workers`` processes;
-- nginx: generated config in a temp dir, ``worker_processes`` = the same number, ``gzip_static on``,
-  ``open_file_cache``, ``sendfile``: nginx at its best for static files.
+- citytwin: the real ``citytwin serve --workers N`` (every router, middleware and the web map, the
+  webhook sender running), on a scratch database (``--db-url``, default the local PostgreSQL at
+  postgresql://postgres@127.0.0.1:5432/, database ``citytwin_bench_serve``, dropped afterwards; ``--db-url
+  embedded`` uses the benchmarks' own embedded cluster from ``_common.py``) with
+  ``CITYTWIN_TILES_DIR`` pointing at the tiles;
+- nginx: generated config in a temp dir, ``worker_processes`` = the same N, ``gzip_static on``,
+  ``open_file_cache``, ``sendfile``, the same cache headers: nginx at its best for static files.
 
 wrk cycles through every tile URL plus tileset.json with ``Accept-Encoding: gzip`` (both servers answer
-with the precompressed copies), 64 connections. Prints requests/s, latency percentiles and errors for both
-and the ratio (goal: citytwin >= 0.3 x nginx requests/s, p99 < 50 ms, zero errors).
+with the precompressed copies), 64 connections, one server after the other in the same run. Prints
+requests/s, latency percentiles and errors for both, the ratio and the goals with OK/MISSED (citytwin >=
+0.3 x nginx requests/s, p99 < 50 ms, zero errors).
 
-    .venv/bin/python benchmarks/serve.py [--small] [--duration 15] [--workers 2]
+    .venv/bin/python benchmarks/serve.py [--small] [--duration 15] [--workers 2] [--db-url URL]
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from _common import OUT, ROOT
+from _common import OUT, ROOT, create_database, drop_database, scratch_server
+
+SCRATCH_DB = "citytwin_bench_serve"
 
 NGINX_CONF = """
 worker_processes {workers};
@@ -55,10 +62,10 @@ http {{
             gzip_static on;
             etag on;
             add_header Vary Accept-Encoding;
-            location ~ tileset\\.json$ {{ add_header Cache-Control "no-cache";
-                                           add_header Vary Accept-Encoding; }}
-            location ~ \\.glb$ {{ add_header Cache-Control "public, max-age=31536000, immutable";
-                                 add_header Vary Accept-Encoding; }}
+            add_header Cache-Control "no-cache";
+            location ~ "/[0-9a-f]{{16,64}}\\.glb$" {{
+                add_header Cache-Control "public, max-age=31536000, immutable";
+                add_header Vary Accept-Encoding; }}
         }}
     }}
 }}
@@ -74,26 +81,17 @@ request = function()
 end
 """
 
-APP_FACTORY = """
-from types import SimpleNamespace
-from citytwin.api.app import create_app
-from citytwin.api.routers.tiles import router
-
-def make():
-    # The tile service alone: tile requests take the same fast path in the full app.
-    return create_app(SimpleNamespace(tiles_dir={tiles!r}, cors_origins=["*"]), routers=[router])
-"""
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 30.0) -> None:
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the server exited with {proc.returncode} before answering {url}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -142,6 +140,57 @@ def run_wrk(base: str, script: Path, duration: int, connections: int) -> dict:
     return parse_wrk(out)
 
 
+class ScratchDatabase:
+    """A fresh database for ``citytwin serve``: on the server of ``base`` or the embedded bench cluster."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.cluster = None
+        self.name = SCRATCH_DB
+
+    def __enter__(self) -> str:
+        if self.base == "embedded":
+            self.cluster = scratch_server()
+            self.name = create_database(self.cluster, SCRATCH_DB)
+            user = "citytwin" if os.geteuid() == 0 else os.environ.get("USER", "postgres")
+            return f"postgresql://{user}@/{self.name}?host={self.cluster.socket_dir}"
+        import psycopg
+
+        with psycopg.connect(self._url("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        with psycopg.connect(self._url(self.name), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+        return self._url(self.name)
+
+    def _url(self, dbname: str) -> str:
+        return self.base.rstrip("/") + "/" + dbname
+
+    def __exit__(self, *exc) -> None:
+        if self.cluster is not None:
+            drop_database(self.cluster, self.name)
+            return
+        import psycopg
+
+        with psycopg.connect(self._url("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def start_citytwin(port: int, workers: int, tiles: Path, database_url: str, tmp: Path) -> subprocess.Popen:
+    """``citytwin serve`` as a user runs it, configured only through the environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYTWIN_")}
+    env.update(CITYTWIN_DATABASE_URL=database_url, CITYTWIN_TILES_DIR=str(tiles),
+               CITYTWIN_DATA_DIR=str(tmp / "data"), PYTHONPATH=str(ROOT))
+    log = open(tmp / "citytwin.log", "wb")
+    return subprocess.Popen([sys.executable, "-m", "citytwin", "serve", "--host", "127.0.0.1", "--port",
+                             str(port), "--workers", str(workers)], env=env, cwd=tmp, stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+def goal(ok: bool) -> str:
+    return "OK" if ok else "MISSED"
+
+
 def same_bytes(citytwin: str, nginx: str, path: str) -> bool:
     def fetch(base: str) -> bytes:
         req = urllib.request.Request(base + path, headers={"Accept-Encoding": "gzip"})
@@ -159,7 +208,9 @@ def main() -> None:
     parser.add_argument("--buildings", type=int, default=100_000)
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="server processes, the same for both")
+    parser.add_argument("--db-url", default="postgresql://postgres@127.0.0.1:5432/",
+                        help="server of citytwin serve's scratch database ('embedded': the bench cluster)")
     args = parser.parse_args()
     if not shutil.which("wrk") or not shutil.which("nginx"):
         raise SystemExit("wrk and nginx are required")
@@ -169,50 +220,56 @@ def main() -> None:
     files = sorted((tiles / "city" / "t").glob("*.glb"))
     paths = ["/tiles/city/tileset.json"] + [f"/tiles/city/t/{p.name}" for p in files]
 
-    with tempfile.TemporaryDirectory(prefix="citytwin-serve-") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="citytwin-serve-") as tmp_name, \
+            ScratchDatabase(args.db_url) as database_url:
         tmp = Path(tmp_name)
         script = tmp / "paths.lua"
         script.write_text(WRK_SCRIPT.format(paths=", ".join(f'"{p}"' for p in paths)))
-        (tmp / "bench_app.py").write_text(APP_FACTORY.format(tiles=str(tiles)))
         ct_port, ngx_port = free_port(), free_port()
         (tmp / "nginx.conf").write_text(NGINX_CONF.format(workers=args.workers, tmp=tmp, port=ngx_port,
                                                           tiles=tiles))
-        env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{ROOT}"}
-        uvicorn = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench_app:make", "--factory",
-                                    "--host", "127.0.0.1", "--port", str(ct_port),
-                                    "--workers", str(args.workers),
-                                    "--http", "httptools", "--loop", "uvloop", "--no-access-log",
-                                    "--log-level", "warning"], env=env, cwd=tmp)
+        citytwin = start_citytwin(ct_port, args.workers, tiles, database_url, tmp)
         nginx = subprocess.Popen(["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], cwd=tmp)
         try:
             ct_base, ngx_base = f"http://127.0.0.1:{ct_port}", f"http://127.0.0.1:{ngx_port}"
-            wait_http(ct_base + paths[0])
-            wait_http(ngx_base + paths[0])
+            try:
+                wait_http(ct_base + paths[0], timeout=120, proc=citytwin)  # migrations run first
+            except SystemExit:
+                print((tmp / "citytwin.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+                raise
+            wait_http(ngx_base + paths[0], proc=nginx)
+            wait_http(ct_base + "/openapi.json")  # the full API is up, not only the tile service
             for path in (paths[0], paths[-1]):
                 if not same_bytes(ct_base, ngx_base, path):
                     raise SystemExit(f"the servers disagree on {path}")
             print(f"{len(paths)} URLs, {args.connections} connections, {duration} s each, "
-                  f"{args.workers} worker processes per server", flush=True)
+                  f"{args.workers} worker processes per server (citytwin serve --workers {args.workers}, "
+                  f"nginx worker_processes {args.workers})", flush=True)
             results = {}
             for name, base in (("citytwin", ct_base), ("nginx", ngx_base)):
                 print(f"wrk against {name} ...", flush=True)
                 results[name] = run_wrk(base, script, duration, args.connections)
         finally:
-            uvicorn.send_signal(signal.SIGINT)
+            citytwin.send_signal(signal.SIGINT)
             nginx.send_signal(signal.SIGQUIT)
-            for proc in (uvicorn, nginx):
+            for proc in (citytwin, nginx):
                 try:
-                    proc.wait(timeout=15)
+                    proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                    proc.wait()
     print(f"\n{'server':<10}{'requests/s':>12}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'errors':>8}"
           f"{'requests':>10}")
     for name, r in results.items():
         print(f"{name:<10}{r['rps']:>12,.0f}{r['p50']:>9.2f}{r['p90']:>9.2f}{r['p99']:>9.2f}{r['errors']:>8}"
               f"{r['requests']:>10,}")
-    ratio = results["citytwin"]["rps"] / results["nginx"]["rps"]
-    print(f"\nratio citytwin / nginx requests/s: {ratio:.2f}  (goal >= 0.3; p99 < 50 ms; zero errors)")
-
+    ours = results["citytwin"]
+    ratio = ours["rps"] / results["nginx"]["rps"]
+    print(f"\nratio citytwin serve / nginx requests/s: {ratio:.2f}")
+    for label, value, met in (("requests/s >= 0.3 x nginx", f"{ratio:.2f} x", ratio >= 0.3),
+                              ("citytwin p99 < 50 ms", f"{ours['p99']:.1f} ms", ours["p99"] < 50.0),
+                              ("zero errors", f"{ours['errors']} errors", ours["errors"] == 0)):
+        print(f"goal: {label:<28}{value:>12}  {goal(met)}")
 
 if __name__ == "__main__":
     main()

@@ -174,10 +174,14 @@ class Twin:
         return get_client(self._dask_scheduler)
 
     def run_scenario(self, rain_mm_h: float, hours: float = 1.0, **options) -> ScenarioResult:
-        """Storm what-if: flood, failed assets, outages and restoration; results as xarray and GeoDataFrames."""
+        """Storm what-if: flood, failed assets, outages and restoration; results as xarray and GeoDataFrames.
+
+        Runs on :attr:`client` (started on first use, then shared by every run of this process).
+        """
         from citytwin.scenarios.storm import StormRequest, run_storm
 
-        summary = run_storm(self.engine, self.data_dir, StormRequest(rain_mm_h=rain_mm_h, hours=hours, **options))
+        summary = run_storm(self.engine, self.data_dir, StormRequest(rain_mm_h=rain_mm_h, hours=hours, **options),
+                            client=self.client)
         return self.scenario(summary["run_id"])
 
     def scenario(self, run_id: int) -> ScenarioResult:

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # Reads are open unless this is set; writes always need a key with the right scope.
     require_key_for_reads: bool = False
     max_request_bytes: int = 10 * 1024 * 1024
+    # OGC API - Features: the largest page an items request may ask for (larger limits are clamped).
+    ogc_max_limit: int = 10_000
     telemetry_retention_days: int = 30
     # How often each API process sends due webhook deliveries (seconds); 0 turns the sender off.
     webhook_dispatch_interval_s: float = 2.0

@@ -108,7 +108,7 @@ class Broker:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -133,6 +133,11 @@ class Broker:
     def log(self) -> str:
         path = self.workdir / "mosquitto.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def mosquitto_binary() -> str:
+    """Debian puts the broker in /usr/sbin, which is not on a normal user's PATH."""
+    return shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 def _has_user(name: str) -> bool:

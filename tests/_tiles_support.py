@@ -55,6 +55,53 @@ def validate_glbs(paths: list[Path]) -> list[dict]:
     return json.loads(out.stdout)
 
 
+def tileset_problems(tileset_dir: Path, expected_properties: set[str] = frozenset()) -> list[str]:
+    """Everything wrong with a tileset on disk (empty when valid).
+
+    tileset.json against the 3D Tiles 1.1 schema; every content glb through the Khronos glTF validator
+    (errors, and warnings other than the metadata extensions it does not know) and through
+    :func:`citytwin.tiler.validate.glb_metadata_errors`; every leaf's file present; and
+    ``expected_properties`` (e.g. scenario results) declared by every glb's metadata class and stored in
+    at least one tile's property table (a tile leaves out an optional property none of its buildings has).
+    """
+    from citytwin.tiler.validate import glb_metadata_errors, tileset_errors
+
+    doc = json.loads((tileset_dir / "tileset.json").read_text())
+    problems = [f"tileset.json {e}" for e in tileset_errors(doc)]
+    uris = [leaf["content"]["uri"] for leaf in iter_leaves(doc["root"])]
+    missing = [u for u in uris if not (tileset_dir / u).is_file()]
+    problems += [f"{u}: missing" for u in missing]
+    paths = [tileset_dir / u for u in uris if u not in missing]
+    if not paths:
+        return problems + ["no content"]
+    stored: set[str] = set()
+    for report in validate_glbs(paths):
+        name = Path(report["path"]).name
+        for m in report["messages"]:
+            if m["severity"] == "error" or (m["severity"] == "warning"
+                                            and m["code"] != "UNSUPPORTED_EXTENSION"):
+                problems.append(f"{name}: gltf-validator {m['severity']} {m['code']} {m['message']}")
+        if report["errors"] and not any(m["severity"] == "error" for m in report["messages"]):
+            problems.append(f"{name}: gltf-validator reports {report['errors']} errors")
+    for path in paths:
+        gltf, binary = split_glb(path.read_bytes())
+        problems += [f"{path.name}: {e}" for e in glb_metadata_errors(gltf, binary)]
+        ext = gltf.get("extensions", {}).get("EXT_structural_metadata", {})
+        declared = set()
+        for cls in ext.get("schema", {}).get("classes", {}).values():
+            declared |= set(cls.get("properties", {}))
+        for table in ext.get("propertyTables", []):
+            stored |= set(table.get("properties", {}))
+        lacking = sorted(set(expected_properties) - declared)
+        if lacking:
+            problems.append(f"{path.name}: the class does not declare {', '.join(lacking)}")
+    # A tile may omit an optional property none of its buildings has; some tile must store it.
+    never = sorted(set(expected_properties) - stored)
+    if never:
+        problems.append(f"no tile stores {', '.join(never)}")
+    return problems
+
+
 def split_glb(data: bytes) -> tuple[dict, bytes]:
     magic, version, length = struct.unpack_from("<4sII", data, 0)
     assert magic == b"glTF" and version == 2 and length == len(data)
@@ -105,7 +152,9 @@ def property_table(doc: dict, binary: bytes) -> dict[str, list]:
     cls = ext["schema"]["classes"][table["class"]]["properties"]
     views = doc["bufferViews"]
     count = table["count"]
-    out: dict[str, list] = {}
+    # An optional property left out of the table reads as its default (or missing) for every row.
+    out: dict[str, list] = {name: [d.get("default")] * count for name, d in cls.items()
+                            if name not in table["properties"]}
     for name, stored in table["properties"].items():
         definition = cls[name]
         view = views[stored["values"]]

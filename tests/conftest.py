@@ -127,3 +127,23 @@ def demo_twin(module_database_url: str, tmp_path_factory) -> Iterator[tuple[str,
     load_demo_city(engine, out_dir=data_dir / "city", buildings=400, seed=3, log=lambda line: None)
     engine.dispose()
     yield module_database_url, data_dir
+
+
+@pytest.fixture(scope="module")
+def demo_engine(demo_twin) -> Iterator[Engine]:
+    """An engine on the module's demo twin."""
+    engine = make_engine(demo_twin[0])
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def demo_app(demo_twin, demo_engine):
+    """The full API on the demo twin. Its own webhook sender is off: tests that check deliveries drive
+    them with ``dispatch_due``."""
+    from citytwin.api.app import create_app
+    from citytwin.config import Settings
+
+    url, data_dir = demo_twin
+    return create_app(Settings(database_url=url, data_dir=data_dir, tiles_dir=data_dir / "tiles",
+                               webhook_dispatch_interval_s=0), engine=demo_engine)

@@ -12,27 +12,18 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from citytwin.api.app import create_app
 from citytwin.api.auth import create_key
-from citytwin.config import Settings
-from citytwin.db import make_engine
 from citytwin.oms.webhooks import dispatch_due
 
 
 @pytest.fixture(scope="module")
-def engine(demo_twin):
-    engine = make_engine(demo_twin[0])
-    yield engine
-    engine.dispose()
+def engine(demo_engine):
+    return demo_engine
 
 
 @pytest.fixture(scope="module")
-def client(demo_twin, engine):
-    url, data_dir = demo_twin
-    # The test drives webhook delivery itself (dispatch_due), so the app's own sender stays off.
-    app = create_app(Settings(database_url=url, data_dir=data_dir, tiles_dir=data_dir / "tiles",
-                              webhook_dispatch_interval_s=0), engine=engine)
-    with TestClient(app) as test_client:
+def client(demo_app):
+    with TestClient(demo_app) as test_client:
         yield test_client
 
 
@@ -141,6 +132,8 @@ def test_patch_status_and_etr_with_webhook(client, engine, keys) -> None:
         assert client.patch("/api/outages/987654", headers={"X-API-Key": keys["write"]},
                             json={"status": "closed"}).status_code == 404
         assert dispatch_due(engine).delivered >= 2
+        announced = [(h["X-Citytwin-Event"], json.loads(b)["data"]["id"]) for h, b in Receiver.received]
+        assert announced[-2:] == [("outage.created", outage_id), ("outage.updated", outage_id)]
         headers, body = Receiver.received[-1]
         expected = "sha256=" + hmac.new(b"s3cret-s3cret-s3cret", body, hashlib.sha256).hexdigest()
         assert headers["X-Citytwin-Signature"] == expected
@@ -162,10 +155,13 @@ def test_patch_status_and_etr_with_webhook(client, engine, keys) -> None:
 
 
 @pytest.mark.parametrize("body, status", [
-    ("not json", 400), ('{"events": []}', 400), ('{"events": [{"objectID": "x"}]}', 400),
+    # The body model rejects malformed payloads (422, naming the field); unknown meters are a 400.
+    ("not json", 422), ('{"events": []}', 422), ('{"events": [{"objectID": "x"}]}', 422), ("[]", 422),
     ('{"events": [{"objectID": "nope", "eventTime": "2026-01-01T00:00:00Z", "outageEventType": "Outage"}]}', 400),
-    ('{"events": [{"objectID": "SP0000001", "eventTime": "2026-01-01T00:00:00", "outageEventType": "Outage"}]}', 400),
-    ('{"events": [{"objectID": "SP0000001", "eventTime": "2026-01-01T00:00:00Z", "outageEventType": "Boom"}]}', 400),
+    ('{"events": [{"objectID": "SP0000001", "eventTime": "2026-01-01T00:00:00", "outageEventType": "Outage"}]}', 422),
+    ('{"events": [{"objectID": "SP0000001", "eventTime": "2026-01-01T00:00:00Z", "outageEventType": "Boom"}]}', 422),
+    ('{"events": [{"objectID": "SP\\u0000", "eventTime": "2026-01-01T00:00:00Z", "outageEventType": "Outage"}]}',
+     422),
 ])
 def test_bad_detection_events(client, keys, body: str, status: int) -> None:
     response = client.post("/api/od-events", content=body, headers={"X-API-Key": keys["write"],
@@ -184,3 +180,83 @@ def test_reads_and_bad_queries(client) -> None:
     assert rel.status_code == 200 and rel.json()["system"]["SAIFI"] > 0
     assert client.get("/api/reliability", params={"start": "2027-01-01T00:00:00Z",
                                                   "end": "2026-01-01T00:00:00Z"}).status_code == 400
+
+
+def _deliveries(engine, subscription_id: int) -> list[tuple[str, int]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT event, (payload->'data'->>'id')::bigint FROM webhook_deliveries "
+                                 "WHERE subscription_id = :s ORDER BY id"), {"s": subscription_id}).all()
+    return [tuple(r) for r in rows]
+
+
+def test_webhook_events_follow_the_outage_lifecycle(client, engine, keys) -> None:
+    from citytwin.oms.webhooks import announce_created
+
+    for status in ("predicted", "confirmed", "partially_restored"):  # start from no open outage
+        for feature in client.get("/api/outages", params={"status": status}).json()["features"]:
+            closed = client.patch(f"/api/outages/{feature['id']}", headers={"X-API-Key": keys["write"]},
+                                  json={"status": "closed"})
+            assert closed.status_code == 200
+    hook = client.post("/api/webhooks", headers={"X-API-Key": keys["write"]},
+                       json={"url": "http://127.0.0.1:9/hook", "events": ["outage.created", "outage.restored"]})
+    sub = hook.json()["id"]
+    points, _ = _meters_on_one_transformer(engine)
+    first = client.post("/api/od-events", headers={"X-API-Key": keys["write"]},
+                        json={"events": [_event(points[1], "Outage", "2026-11-23T08:00:00Z")]}).json()
+    outage_id = first["outages"][0]
+    assert first["outages_created"] == [outage_id]
+    # More meters on the same feeder extend the open outage: an update, which this subscriber did not ask for.
+    more = client.post("/api/od-events", headers={"X-API-Key": keys["write"]},
+                       json={"events": [_event(points[2], "Outage", "2026-11-23T08:05:00Z")]}).json()
+    assert more["outages"] == [outage_id] and more["outages_created"] == []
+    assert _deliveries(engine, sub) == [("outage.created", outage_id)]
+    customers = client.get(f"/api/outages/{outage_id}/customers").json()["service_points"]
+    client.post("/api/od-events", headers={"X-API-Key": keys["write"]}, json={"events": [
+        _event(row["service_point"], "Restoration", "2026-11-23T09:00:00Z") for row in customers]})
+    assert client.get(f"/api/outages/{outage_id}").json()["properties"]["status"] == "restored"
+    assert _deliveries(engine, sub) == [("outage.created", outage_id), ("outage.restored", outage_id)]
+    # The function other code (a storm scenario) calls for outages it stored itself: an outage that is
+    # already restored when announced gets both events, in order.
+    with engine.begin() as conn:
+        assert announce_created(conn, [outage_id]) >= 2
+    assert _deliveries(engine, sub)[2:] == [("outage.created", outage_id), ("outage.restored", outage_id)]
+    client.delete(f"/api/webhooks/{sub}", headers={"X-API-Key": keys["write"]})
+
+
+def test_feed_filters_by_kind_bbox_and_since(client, engine) -> None:
+    """Planned and simulated outages at the west and east ends of the city, one of them long ago."""
+    with engine.begin() as conn:
+        west, east = conn.execute(text("""
+            (SELECT id FROM buildings ORDER BY ST_X(ST_Centroid(footprint)) LIMIT 1) UNION ALL
+            (SELECT id FROM buildings ORDER BY ST_X(ST_Centroid(footprint)) DESC LIMIT 1)
+        """)).scalars().all()
+        insert = text("""
+            INSERT INTO outages (status, kind, cause, start_time, updated_at, geom)
+            SELECT 'confirmed', :kind, 'test', :start, :start, ST_Multi(ST_Buffer(footprint, 15))
+            FROM buildings WHERE id = :b RETURNING id
+        """)
+        planned = conn.execute(insert, {"kind": "planned", "start": "2026-10-01T00:00:00Z", "b": west}).scalar_one()
+        sim_west = conn.execute(insert, {"kind": "simulated", "start": "2024-05-01T00:00:00Z", "b": west}).scalar_one()
+        sim_east = conn.execute(insert, {"kind": "simulated", "start": "2026-10-02T00:00:00Z", "b": east}).scalar_one()
+        x0, y0, x1, y1 = conn.execute(text("""
+            SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Transform(ST_Envelope(
+                ST_Buffer(footprint, 5)), 4326) AS e FROM buildings WHERE id = :b) s
+        """), {"b": west}).one()
+
+    def ids(**params) -> set[int]:
+        response = client.get("/api/outages", params=params)
+        assert response.status_code == 200, response.text
+        return {f["id"] for f in response.json()["features"]}
+
+    everything = ids()
+    assert {planned, sim_west, sim_east} <= everything
+    assert ids(kind="planned") == {planned}
+    assert ids(kind="simulated") == {sim_west, sim_east}
+    assert ids(kind="unplanned") == everything - {planned, sim_west, sim_east}
+    west_box = f"{x0},{y0},{x1},{y1}"
+    assert ids(bbox=west_box) >= {planned, sim_west} and sim_east not in ids(bbox=west_box)
+    assert ids(bbox=west_box, kind="simulated") == {sim_west}
+    assert ids(kind="simulated", since="2025-01-01T00:00:00Z") == {sim_east}
+    assert ids(kind="simulated", since="2027-01-01T00:00:00Z") == set()
+    assert ids(kind="simulated", status="restored") == set()
+    assert len(client.get("/api/outages", params={"limit": 1}).json()["features"]) == 1

@@ -107,6 +107,23 @@ def test_counts_ids_and_manifest(city: Path, manifest: dict, buildings: gpd.GeoD
     assert 20.0 <= N / built_ha <= 40.0
 
 
+def test_every_building_lies_in_its_blocks_district(buildings: gpd.GeoDataFrame, manifest: dict) -> None:
+    # The district comes from the street-block plan: recompute it from each footprint's block.
+    layout = plan_city(N, SEED)
+    x0, y0, x1, y1 = layout.block_bounds(np.arange(len(layout.district)))
+    local = shapely.get_coordinates(buildings.geometry.centroid) - np.asarray(manifest["origin"])
+    col = np.searchsorted(layout.xs.lo, local[:, 0], side="right") - 1
+    row = np.searchsorted(layout.ys.lo, local[:, 1], side="right") - 1
+    block = row * layout.ncols + col
+    assert ((local[:, 0] > x0[block]) & (local[:, 0] < x1[block])).all()
+    assert ((local[:, 1] > y0[block]) & (local[:, 1] < y1[block])).all()
+    expected = np.asarray(("suburb", "inner", "downtown", "industrial", "water"))[layout.district[block]]
+    np.testing.assert_array_equal(buildings["district"].to_numpy(), expected)
+    built = {name: n for name, n in manifest["districts"].items() if n}
+    assert buildings["district"].value_counts().to_dict() == built
+    assert {"suburb", "inner", "downtown"} <= set(buildings["district"])
+
+
 def test_footprints_valid_disjoint_and_on_the_dem(buildings: gpd.GeoDataFrame, city: Path) -> None:
     geoms = buildings.geometry.values
     assert buildings.crs.to_epsg() == 32632

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import http.client
 import json
 import os
@@ -72,12 +73,51 @@ def test_content_is_immutable_and_gzip_negotiated(site):
     assert gzip.decompress(body) == raw and int(headers["content-length"]) == len(body) < len(raw)
     assert headers["cache-control"] == "public, max-age=31536000, immutable"
     assert headers["content-type"] == "model/gltf-binary" and headers["vary"] == "Accept-Encoding"
+    stem = name.split(".")[0]
+    assert headers["etag"] == f'"{stem}-gz"'  # the content hash in the name
     for refuse in ({}, {"Accept-Encoding": "identity"}, {"Accept-Encoding": "gzip;q=0, deflate"}):
         status, headers_id, body = request(server, "GET", f"/tiles/city/t/{name}", refuse)
         assert status == 200 and "content-encoding" not in headers_id and body == raw
-        assert headers_id["etag"] != headers["etag"]  # each representation has its own strong ETag
+        assert headers_id["etag"] == f'"{stem}"'  # each representation has its own strong ETag
     status, headers, body = request(server, "HEAD", f"/tiles/city/t/{name}")
     assert status == 200 and body == b"" and int(headers["content-length"]) == len(raw)
+
+
+def test_hashed_content_revalidates_by_its_hash(site):
+    server, ts = site
+    name = content_path(ts)
+    url = f"/tiles/city/t/{name}"
+    stem = name.split(".")[0]
+    for accept, etag in (({"Accept-Encoding": "gzip"}, f'"{stem}-gz"'), ({}, f'"{stem}"')):
+        status, headers, body = request(server, "GET", url, {**accept, "If-None-Match": etag})
+        assert status == 304 and body == b"" and headers["etag"] == etag
+        assert headers["cache-control"] == "public, max-age=31536000, immutable"
+    # The identity ETag does not validate the gzip representation (and vice versa).
+    assert request(server, "GET", url, {"Accept-Encoding": "gzip", "If-None-Match": f'"{stem}"'})[0] == 200
+    # A new mtime does not change a hashed file's ETag: the name is the content.
+    st = (ts / "t" / name).stat()
+    os.utime(ts / "t" / name, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert request(server, "GET", url, {"If-None-Match": f'"{stem}"'})[0] == 304
+
+
+def test_unhashed_files_revalidate(site):
+    server, ts = site
+    (ts / "t" / "notes.json").write_bytes(b'{"a": 1}')
+    for path in ("/tiles/city/t/notes.json", "/tiles/city/t/big.glb", "/tiles/city/tileset.json"):
+        status, headers, _ = request(server, "GET", path)
+        assert status == 200 and headers["cache-control"] == "no-cache", path
+        assert "immutable" not in headers["cache-control"]
+        status, again, body = request(server, "GET", path, {"If-None-Match": headers["etag"]})
+        assert status == 304 and body == b"" and again["etag"] == headers["etag"], path
+    # Small files: the ETag is a hash of the bytes, so touching (or rewriting the same bytes) keeps it.
+    etag = request(server, "GET", "/tiles/city/t/notes.json")[1]["etag"]
+    assert etag.strip('"') == hashlib.sha256(b'{"a": 1}').hexdigest()[:20]
+    time.sleep(0.01)
+    (ts / "t" / "notes.json").write_bytes(b'{"a": 1}')
+    assert request(server, "GET", "/tiles/city/t/notes.json", {"If-None-Match": etag})[0] == 304
+    (ts / "t" / "notes.json").write_bytes(b'{"a": 2}')
+    status, headers, body = request(server, "GET", "/tiles/city/t/notes.json", {"If-None-Match": etag})
+    assert status == 200 and body == b'{"a": 2}' and headers["etag"] != etag
 
 
 def test_ranges(site):

@@ -13,7 +13,7 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from _tiles_support import (CRS, X0, Y0, accessor, buildings_in_tileset, iter_leaves, positions,
-                            property_table, split_glb, synthetic, validate_glbs)
+                            property_table, split_glb, synthetic, tileset_problems, validate_glbs)
 from citytwin.errors import InputError
 from citytwin.tiler import build_tileset
 from citytwin.tiler.tileset import region_diagonal
@@ -193,8 +193,12 @@ def test_files_are_content_hashed_with_gzip_copies(synth_tileset):
         assert path.stem == hashlib.sha256(data).hexdigest()[:len(path.stem)]
         assert gzip.decompress(path.with_name(path.name + ".gz").read_bytes()) == data
     assert gzip.decompress((out / "tileset.json.gz").read_bytes()) == (out / "tileset.json").read_bytes()
-    reports = validate_glbs(glbs[:4])
-    assert [r["errors"] for r in reports] == [0, 0, 0, 0]
+
+
+def test_every_glb_and_the_tileset_validate(synth_tileset):
+    _, out, result = synth_tileset
+    assert len(list((out / "t").glob("*.glb"))) == result.tiles
+    assert tileset_problems(out, {"id", "source_id", "height", "use", "year_built"}) == []
 
 
 def test_results_and_missing_values(tmp_path):
@@ -219,6 +223,25 @@ def test_results_and_missing_values(tmp_path):
     assert "annual_kwh" not in props[int(frame.loc[0, "id"])]  # absent column: no property
     doc = json.loads((tmp_path / "r" / "tileset.json").read_text())
     assert doc["extras"]["citytwin"]["missing_ground_elevation"] == 1
+    assert tileset_problems(tmp_path / "r", {"max_depth_m", "outage_state"}) == []
+
+
+def test_result_without_values_in_a_tile_is_left_out(tmp_path):
+    """A string result no building of a tile has would be an empty bufferView (invalid glTF): omitted."""
+    frame = synthetic(40)
+    frame["outage_state"] = None
+    frame["max_depth_m"] = np.nan
+    build_tileset(frame, tmp_path / "e", crs=CRS, name="e")
+    assert tileset_problems(tmp_path / "e") == []
+    leaf = next(iter_leaves(json.loads((tmp_path / "e" / "tileset.json").read_text())["root"]))
+    gltf, binary = split_glb((tmp_path / "e" / leaf["content"]["uri"]).read_bytes())
+    ext = gltf["extensions"]["EXT_structural_metadata"]
+    assert "outage_state" in ext["schema"]["classes"]["building"]["properties"]
+    assert "outage_state" not in ext["propertyTables"][0]["properties"]
+    assert "max_depth_m" in ext["propertyTables"][0]["properties"]  # numbers keep their noData values
+    assert all(b.get("byteLength", 0) > 0 for b in gltf["bufferViews"])
+    props = property_table(gltf, binary)
+    assert set(props["outage_state"]) == {None} and set(props["max_depth_m"]) == {None}
 
 
 @pytest.mark.parametrize("mutate, message", [

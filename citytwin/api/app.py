@@ -50,6 +50,9 @@ async def _lifespan(app: FastAPI):
     finally:
         if task is not None:
             task.cancel()
+        from citytwin.scenarios.cluster import close_clients
+
+        close_clients()  # the Dask client scenario jobs started in this process, if any
 
 
 async def _webhook_loop(app: FastAPI) -> None:

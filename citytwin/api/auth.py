@@ -12,13 +12,19 @@ import hmac
 import secrets
 from typing import Callable
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 from sqlalchemy import Connection, Engine, text
 
-from citytwin.errors import AuthError, InputError, PermissionDeniedError
+from citytwin.errors import AuthError, InputError, NotFoundError, PermissionDeniedError
 
 SCOPES = ("read", "ingest", "outages:write", "commands", "admin")
 HEADER = "X-API-Key"
+# Declared as a security scheme so the OpenAPI document tells clients where the key goes. auto_error is
+# off: a missing key is our AuthError (401 with the house error body), and reads may need no key at all.
+api_key_header = APIKeyHeader(name=HEADER, scheme_name="ApiKey", auto_error=False,
+                              description="An API key `ct_<prefix>_<secret>` "
+                                          "(create one with `citytwin keys create`)")
 
 
 def _hash(key: str) -> str:
@@ -40,7 +46,8 @@ def create_key(conn: Connection, name: str, scopes: list[str]) -> str:
 def scopes_for_key(conn: Connection, key: str) -> set[str]:
     """The scopes of a valid, unrevoked key; AuthError otherwise."""
     parts = key.split("_", 2)
-    if len(parts) != 3 or parts[0] != "ct":
+    # The prefix is 8 hex digits (see create_key); checking it keeps junk (e.g. NUL bytes) out of SQL.
+    if len(parts) != 3 or parts[0] != "ct" or not _is_prefix(parts[1]):
         raise AuthError("malformed API key")
     row = conn.execute(text("SELECT key_hash, scopes FROM api_keys WHERE prefix = :p AND revoked_at IS NULL"),
                        {"p": parts[1]}).first()
@@ -49,14 +56,27 @@ def scopes_for_key(conn: Connection, key: str) -> set[str]:
     return set(row[1])
 
 
+def _is_prefix(text: str) -> bool:
+    return len(text) == 8 and all(c in "0123456789abcdef" for c in text)
+
+
+def revoke_key(conn: Connection, key_or_prefix: str) -> None:
+    """Revoke a key (given whole or by its prefix); it stops working at once."""
+    parts = key_or_prefix.split("_", 2)
+    prefix = parts[1] if len(parts) == 3 and parts[0] == "ct" else key_or_prefix
+    if not _is_prefix(prefix) or conn.execute(
+            text("UPDATE api_keys SET revoked_at = now() WHERE prefix = :p AND revoked_at IS NULL"),
+            {"p": prefix}).rowcount == 0:
+        raise NotFoundError(f"no active API key with prefix {prefix[:20]!r}")
+
+
 def require_scope(scope: str, *, for_read: bool = False) -> Callable:
     """A dependency: the request must carry a key with ``scope`` (``admin`` implies all)."""
 
-    def dependency(request: Request) -> set[str]:
+    def dependency(request: Request, key: str | None = Security(api_key_header)) -> set[str]:
         settings = request.app.state.settings
         if for_read and not getattr(settings, "require_key_for_reads", False):
             return {"read"}
-        key = request.headers.get(HEADER)
         if not key:
             raise AuthError(f"this action needs an API key with scope {scope!r} in the {HEADER} header")
         engine: Engine = request.app.state.engine

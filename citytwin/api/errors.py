@@ -50,11 +50,17 @@ async def _domain_error(request: Request, exc: errors.CityTwinError) -> JSONResp
                         headers=headers)
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+def describe_validation(exc: RequestValidationError) -> tuple[str, list[dict]]:
+    """A one-line message and the list of problems (where, what) of a request that failed validation."""
     problems = [{"where": ".".join(str(p) for p in err.get("loc", ())), "problem": err.get("msg", "")}
                 for err in exc.errors()]
     detail = "; ".join(f"{p['where']}: {p['problem']}" for p in problems[:5])
-    return JSONResponse(error_body("InputError", f"invalid request: {detail}", problems), status_code=422)
+    return f"invalid request: {detail}", problems
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    detail, problems = describe_validation(exc)
+    return JSONResponse(error_body("InputError", detail, problems), status_code=422)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -22,21 +22,34 @@ class BodySizeLimit:
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await self._reject(send)
             return
-        seen = 0
+        seen, started, rejected = 0, False, False
 
         async def limited_receive():
-            nonlocal seen
+            nonlocal seen, rejected
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    # Answer 413 here: the app may catch the exception below (FastAPI turns any error while
+                    # reading a body into a 400), so whatever it sends afterwards is dropped.
+                    if not started and not rejected:
+                        rejected = True
+                        await self._reject(send)
                     raise _TooLarge()
             return message
 
+        async def guarded_send(message) -> None:
+            nonlocal started
+            if rejected:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
-            await self._reject(send)
+            if not started and not rejected:
+                await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps({"error": "PayloadTooLargeError",

@@ -91,9 +91,12 @@ def demo(
     log(f"twin {summary['name']!r} in {summary['crs']}: {counts['buildings']} buildings, "
         f"{counts['customers']} customers, {counts['feeders']} feeders, {counts['datastreams']} datastreams")
     run_demo_scenarios(ctx.engine, ctx.settings.data_dir, ctx.settings.tiles_dir, rain_mm_h=rain_mm_h, hours=hours,
-                       log=log)
+                       log=log, dask_scheduler=ctx.settings.dask_scheduler)
     if not serve_map:
-        emit(summary, as_json=False)
+        from citytwin.db.summary import twin_summary
+
+        with ctx.engine.connect() as conn:
+            emit(twin_summary(conn), as_json=False)  # now with the runs just made
         return
     from citytwin.api.auth import create_key
 

@@ -24,7 +24,7 @@ def serve(
     port = port or ctx.settings.api_port
     typer.echo(f"citytwin serving on http://{host}:{port}/")
     uvicorn.run("citytwin.api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", loop="uvloop", http="httptools")
+                log_level="warning", access_log=False, loop="uvloop", http="httptools")
 
 
 keys_app = typer.Typer(help="API keys with scopes (read, ingest, outages:write, commands, admin).", no_args_is_help=True)

@@ -26,8 +26,9 @@ INTERFACES: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
     "Feeder": ("A radial medium-voltage feeder", {"name": "string"}, {"feeds": "Transformer"}),
     "Transformer": ("A distribution transformer", {
         "ratingMva": "double", "failureRate": "double", "repairTimeH": "double", "criticalDepth": "double"},
-        {"serves": "Building"}),
-    "ServicePoint": ("Where customers connect to the grid", {"customers": "integer"}, {"supplies": "Building"}),
+        {"serves": "ServicePoint"}),
+    "ServicePoint": ("Where customers connect to the grid", {"customers": "integer"},
+                     {"supplies": "Building"}),
     "LineSection": ("A line or cable section", {
         "lengthKm": "double", "ratingMva": "double", "failureRate": "double", "repairTimeH": "double"},
         {"connects": None}),

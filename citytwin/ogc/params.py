@@ -11,6 +11,9 @@ from citytwin.errors import InputError
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 ITEMS_PARAMS = {"bbox", "limit", "datetime", "after", "f", "bbox-crs"}
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+# bbox-crs: only CRS84 (lon/lat) is served; these are its spellings (OGC API - Features Part 2 lists the URI).
+CRS84_NAMES = {CRS84, CRS84.replace("http://", "https://"), "[OGC:CRS84]", "OGC:CRS84"}
 
 
 @dataclass(frozen=True)
@@ -44,17 +47,23 @@ def parse_bbox(raw: str | None) -> Bbox | None:
     return Bbox(minx, miny, maxx, maxy)
 
 
-def parse_limit(raw: str | None) -> int:
-    """The page size, clamped to [1, MAX_LIMIT] (OGC: a too-large limit is clamped, not refused)."""
+def parse_bbox_crs(raw: str | None) -> None:
+    """Accept only CRS84 for ``bbox-crs``: other CRSs would be silently misread as lon/lat."""
+    if raw is not None and raw.strip() not in CRS84_NAMES:
+        raise InputError(f"bbox-crs {raw[:80]!r} is not supported; only {CRS84} (longitude, latitude)")
+
+
+def parse_limit(raw: str | int | None, maximum: int = MAX_LIMIT) -> int:
+    """The page size, clamped to [1, maximum] (OGC: a too-large limit is clamped, not refused)."""
     if raw is None:
         return DEFAULT_LIMIT
     try:
         value = int(raw)
     except ValueError:
-        raise InputError(f"limit must be an integer, got {raw[:40]!r}") from None
+        raise InputError(f"limit must be an integer, got {str(raw)[:40]!r}") from None
     if value < 1:
         raise InputError("limit must be at least 1")
-    return min(value, MAX_LIMIT)
+    return min(value, maximum)
 
 
 def _parse_instant(text: str) -> datetime | None:

@@ -70,7 +70,10 @@ def _resolve_meters(conn: Connection, object_ids: list[str]) -> dict[str, str]:
 
 
 def process_events(conn: Connection, events: list[DetectionEvent]) -> dict:
-    """Record events, then create/update outages from the meters now reporting out or restored."""
+    """Record events, then create/update outages from the meters now reporting out or restored.
+
+    Returns counts, the ids of the outages touched, and (``outages_created``) those that are new.
+    """
     from citytwin.db.grid import read_grid
     from citytwin.models.grid import outage_from_device
     from citytwin.models.grid.topology import Topology
@@ -89,6 +92,7 @@ def process_events(conn: Connection, events: list[DetectionEvent]) -> dict:
     outs = [e for e in events if e.event_type == "Outage"]
     restorations = [e for e in events if e.event_type == "Restoration"]
     touched: list[int] = []
+    created: list[int] = []
     if outs:
         grid = read_grid(conn)
         topo = Topology.from_grid(grid, "present")
@@ -106,15 +110,20 @@ def process_events(conn: Connection, events: list[DetectionEvent]) -> dict:
             else:
                 device = None
                 affected = grid.nodes.loc[grid.nodes["node_id"].isin(group["node_id"]), ["node_id", "customers"]]
-            touched.append(_upsert_outage(conn, str(feeder), device, affected, group["time"].min(), grid))
+            outage_id, is_new = _upsert_outage(conn, str(feeder), device, affected, group["time"].min(), grid)
+            touched.append(outage_id)
+            if is_new:
+                created.append(outage_id)
     if restorations:
         touched.extend(_restore(conn, [meters[e.object_id] for e in restorations],
                                 max(e.event_time for e in restorations)))
-    return {"events_received": len(events), "events_new": new, "outages": sorted(set(touched))}
+    return {"events_received": len(events), "events_new": new, "outages": sorted(set(touched)),
+            "outages_created": sorted(set(created))}
 
 
 def _upsert_outage(conn: Connection, feeder: str, device: str | None, affected: pd.DataFrame, start: datetime,
-                   grid) -> int:
+                   grid) -> tuple[int, bool]:
+    """The feeder's active unplanned outage, extended by ``affected`` (or a new one): (id, created)."""
     served = int(grid.nodes.loc[grid.nodes["feeder"] == feeder, "customers"].sum())
     existing = conn.execute(text("""
         SELECT id FROM outages WHERE kind = 'unplanned' AND feeder = :f
@@ -141,7 +150,7 @@ def _upsert_outage(conn: Connection, feeder: str, device: str | None, affected: 
             ON CONFLICT (outage_id, node_id) DO NOTHING
         """), {"o": outage_id, "n": row.node_id, "c": int(row.customers)})
     _refresh_counts(conn, outage_id)
-    return outage_id
+    return outage_id, existing is None
 
 
 def _restore(conn: Connection, service_points: list[str], when: datetime) -> list[int]:

@@ -73,6 +73,32 @@ def enqueue_event(conn: Connection, event: str, payload: dict) -> int:
     """), {"event": event, "body": body}).rowcount
 
 
+def announce_outages(conn: Connection, outage_ids: list[int], *, created: list[int] | tuple = ()) -> int:
+    """Queue the events for outages just created or changed; returns the deliveries queued.
+
+    An outage in ``created`` gets ``outage.created``; then any outage now restored or closed gets
+    ``outage.restored``, and any other changed one ``outage.updated``. Call it inside the transaction that
+    made the change, so the events commit (or roll back) with it.
+    """
+    from citytwin.oms.store import get_outage
+
+    new, queued = set(created), 0
+    for outage_id in dict.fromkeys([*created, *outage_ids]):
+        feature = get_outage(conn, outage_id)
+        if outage_id in new:
+            queued += enqueue_event(conn, "outage.created", feature)
+        if feature["properties"]["status"] in ("restored", "closed"):
+            queued += enqueue_event(conn, "outage.restored", feature)
+        elif outage_id not in new:
+            queued += enqueue_event(conn, "outage.updated", feature)
+    return queued
+
+
+def announce_created(conn: Connection, outage_ids: list[int]) -> int:
+    """Queue ``outage.created`` for new outages (e.g. those a storm scenario stored)."""
+    return announce_outages(conn, [], created=list(outage_ids))
+
+
 @dataclass
 class DispatchResult:
     delivered: int = 0

@@ -54,16 +54,22 @@ def load_demo_city(engine: Engine, *, out_dir: Path, buildings: int, seed: int,
 
 
 def run_demo_scenarios(engine: Engine, data_dir: Path, tiles_dir: Path, *, rain_mm_h: float, hours: float,
-                       log: Callable[[str], None] = print) -> dict:
-    """Energy demand, a storm what-if and the 3D tiles with their results: what the web map shows."""
+                       client=None, dask_scheduler: str = "", log: Callable[[str], None] = print) -> dict:
+    """Energy demand, a storm what-if and the 3D tiles with their results: what the web map shows.
+
+    The scenarios run on ``client``, else on the client for ``dask_scheduler`` (empty: a LocalCluster),
+    like every other scenario entry point.
+    """
+    from citytwin.scenarios.cluster import get_client
     from citytwin.scenarios.energy_run import EnergyRequest, simulate_energy_on_twin
     from citytwin.scenarios.storm import StormRequest, run_storm
     from citytwin.tiler.source import build_tiles
 
-    energy = simulate_energy_on_twin(engine, data_dir, EnergyRequest())
+    client = client if client is not None else get_client(dask_scheduler)
+    energy = simulate_energy_on_twin(engine, data_dir, EnergyRequest(), client=client)
     log(f"energy: {energy['electricity_mwh']:,.0f} MWh/yr electricity for {energy['buildings']} buildings "
         f"(run {energy['run_id']})")
-    storm = run_storm(engine, data_dir, StormRequest(rain_mm_h=rain_mm_h, hours=hours))
+    storm = run_storm(engine, data_dir, StormRequest(rain_mm_h=rain_mm_h, hours=hours), client=client)
     log(f"storm {rain_mm_h:g} mm/h for {hours:g} h: {storm['flooded_buildings']} buildings flooded, "
         f"{len(storm['failed_assets'])} assets failed, {storm['customers_out']} customers out, "
         f"{storm['customers_restored_by_switching']} restored by switching (run {storm['run_id']})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,30 +47,71 @@ def store_flood_samples(conn: Connection, run_id: int, buildings: pd.DataFrame, 
         copy_frame(conn, "asset_results", frame, ["run_id", "asset_id", "asset_kind", "max_depth_m", "arrival_time_s"])
 
 
+# A DEM is split into Dask chunks only from this many cells on: below it the in-memory run (one
+# thread, or bands on all cores from 200,000 cells) beats shipping chunks to worker processes and
+# exchanging halos every block of steps.
+CHUNK_MIN_CELLS = 1_000_000
+MIN_CHUNK = 256  # cells per side; a chunk much smaller than this is mostly halo
+
+
+def flood_chunks(shape: tuple[int, int], workers: int) -> dict[str, int] | None:
+    """Chunk sizes ``{"y": rows, "x": cols}`` for a DEM of ``shape`` (rows, cols) on ``workers``, or None.
+
+    None (run in memory) below :data:`CHUNK_MIN_CELLS`. Otherwise about one chunk per worker, split
+    along the longer side first, no side smaller than :data:`MIN_CHUNK` cells.
+    """
+    ny, nx = shape
+    if ny * nx < CHUNK_MIN_CELLS:
+        return None
+    workers = max(1, int(workers))
+    rows = max(1, round((workers * ny / nx) ** 0.5))
+    cols = max(1, -(-workers // rows))
+    return {"y": max(MIN_CHUNK, -(-ny // rows)), "x": max(MIN_CHUNK, -(-nx // cols))}
+
+
+def _result_path(data_dir: Path, run_id: int, out: Path | None) -> Path:
+    """Where the gridded result goes: ``out`` made absolute (the run row outlives the working directory)."""
+    return Path(out).expanduser().resolve() if out else run_dir(data_dir, run_id) / "flood.nc"
+
+
 def flood_stage(engine: Engine, data_dir: Path, request: FloodRequest, run_id: int, *, client=None) -> dict:
-    """Run the flood model on the twin's DEM with its buildings as obstacles; store results under ``run_id``."""
+    """Run the flood model on the twin's DEM with its buildings as obstacles; store results under ``run_id``.
+
+    With a ``dask.distributed`` client and a DEM of at least :data:`CHUNK_MIN_CELLS` cells the DEM is
+    chunked and the run is chunk-parallel on the client's workers (same results as in memory).
+    """
     from citytwin.db.read import read_buildings, read_grid_assets
     from citytwin.db.terrain import terrain_path
     from citytwin.io.dem import read_dem
     from citytwin.models import flood
+    from citytwin.scenarios.cluster import worker_count
 
     with engine.connect() as conn:
         dem_path = request.dem_path or terrain_path(conn)
         buildings = read_buildings(conn)
         assets = read_grid_assets(conn)
     dem = read_dem(dem_path)
-    if len(buildings) and dem.rio.crs is not None and buildings.crs != dem.rio.crs:
-        buildings = buildings.to_crs(dem.rio.crs)
-        assets = assets.to_crs(dem.rio.crs)
-    if client is not None:
-        dem = dem.chunk({"y": max(256, -(-dem.sizes["y"] // 2)), "x": max(256, -(-dem.sizes["x"] // 2))})
+    if dem.rio.crs is not None:
+        # Each frame on its own: a twin with a grid but no buildings still needs its assets on the DEM.
+        if len(buildings) and buildings.crs != dem.rio.crs:
+            buildings = buildings.to_crs(dem.rio.crs)
+        if len(assets) and assets.crs != dem.rio.crs:
+            assets = assets.to_crs(dem.rio.crs)
+    chunks = flood_chunks((dem.sizes["y"], dem.sizes["x"]), worker_count(client)) if client is not None else None
+    if chunks is not None:
+        dem = dem.chunk(chunks)
     set_progress(engine, run_id, 0.05, "flood")
-    result = flood.simulate(dem, rain=request.rain_mm_h, duration=request.hours * 3600.0,
-                            manning=request.manning, obstacles=buildings if len(buildings) else None,
-                            output_interval=request.output_interval_s)
-    out = Path(request.out) if request.out else run_dir(data_dir, run_id) / "flood.nc"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result.to_netcdf(out, engine="h5netcdf")
+    with client.as_current() if chunks is not None else nullcontext():
+        result = flood.simulate(dem, rain=request.rain_mm_h, duration=request.hours * 3600.0,
+                                manning=request.manning, obstacles=buildings if len(buildings) else None,
+                                output_interval=request.output_interval_s)
+        out = _result_path(data_dir, run_id, request.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result.to_netcdf(out, engine="h5netcdf")
+        if chunks is not None:
+            # Only the two maps sampling needs come back from the workers, not the depth series.
+            result = result.assign(max_depth=result["max_depth"].compute(),
+                                   arrival_time=result["arrival_time"].compute())
     set_progress(engine, run_id, 0.6, "sampling")
     building_samples = flood.sample(result, buildings.set_index("id")) if len(buildings) else pd.DataFrame()
     asset_samples = flood.sample(result, assets.set_index("node_id")) if len(assets) else pd.DataFrame()
@@ -82,7 +124,7 @@ def flood_stage(engine: Engine, data_dir: Path, request: FloodRequest, run_id: i
         "flood_result_path": str(out), "max_depth_m": float(result["max_depth"].max()),
         "flooded_buildings": int((building_samples.get("max_depth", pd.Series(dtype=float)) > 0.1).sum()),
         "flooded_assets": int((asset_samples.get("max_depth", pd.Series(dtype=float)) > 0.1).sum()),
-        "mass_balance": mass,
+        "dask_chunks": chunks, "mass_balance": mass,
     }
 
 

@@ -2,7 +2,9 @@
 
 Files written to ``out_dir`` (names in ``city.json``):
 
-``buildings.gpkg``  layer ``buildings``: source_id, height, floors, use, year_built, ground_elevation
+``buildings.gpkg``  layer ``buildings``: source_id, height, floors, use, year_built, ground_elevation,
+                    district (the block's district: suburb, inner, downtown, industrial; an import
+                    keeps it in ``attributes``, where the twin graph's "liesIn" edge reads it)
                     and the footprint polygon in the city's metric CRS;
 ``dem.tif``         float32 GeoTIFF, nodata -9999, with the river valley and low-lying districts;
 ``grid.gpkg``       the grid (:mod:`citytwin.io.grid_gpkg`), one service point per building;
@@ -48,7 +50,8 @@ PARQUET = "buildings.parquet"
 CHUNK_BUILDINGS = 50_000
 BUILDING_SCHEMA = pa.schema([
     ("source_id", pa.string()), ("height", pa.float64()), ("floors", pa.int64()), ("use", pa.string()),
-    ("year_built", pa.int64()), ("ground_elevation", pa.float64()), ("geometry", pa.binary()),
+    ("year_built", pa.int64()), ("ground_elevation", pa.float64()), ("district", pa.string()),
+    ("geometry", pa.binary()),
 ])
 
 
@@ -95,7 +98,9 @@ def _building_table(rows: BuildingRows, origin: tuple[float, float]) -> pa.Table
     return pa.Table.from_arrays([
         numbered("B", rows.index + 1, 7), pa.array(rows.height), pa.array(rows.floors),
         pa.array(L.USES).take(pa.array(rows.use.astype(np.int64))), pa.array(rows.year_built),
-        pa.array(rows.ground_elevation.astype(np.float64)), pa.array(shapely.to_wkb(world), type=pa.binary()),
+        pa.array(rows.ground_elevation.astype(np.float64)),
+        pa.array(L.DISTRICTS).take(pa.array(rows.district.astype(np.int64))),
+        pa.array(shapely.to_wkb(world), type=pa.binary()),
     ], schema=BUILDING_SCHEMA)
 
 

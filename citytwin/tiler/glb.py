@@ -138,7 +138,12 @@ def tile_glb(mesh: TileMesh, feature_count: int, table: list[EncodedProperty], s
          "count": len(indices), "type": "SCALAR"},
     ]
     properties = {}
+    definitions = schema["classes"][CLASS_ID]["properties"]
     for prop in table:
+        if not prop.values and not definitions[prop.name].get("required"):
+            # Every value is noData (e.g. a string result no building of this tile has): glTF forbids an
+            # empty bufferView, and an omitted optional property reads as missing, which is what it is.
+            continue
         entry: dict = {"values": buf.add(prop.values)}
         if prop.string_offsets is not None:
             entry["stringOffsets"] = buf.add(prop.string_offsets)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from citytwin.api.auth import require_scope
 from citytwin.errors import InputError
@@ -105,26 +105,41 @@ def reliability(request: Request, start: datetime, end: datetime,
 
 
 events_router = APIRouter(prefix="/api/od-events", tags=["Outages (OMS)"])
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
+
+
+class DetectionEventIn(BaseModel):
+    """One meter event (MultiSpeak ``outageDetectionEvent``-like); unknown extra fields are ignored."""
+
+    objectID: str = Field(..., min_length=1, max_length=200, pattern=NO_NUL,
+                          description="the meter's service point id, or its building's source id")
+    eventTime: AwareDatetime = Field(..., description="when the meter lost or regained power "
+                                                      "(RFC 3339 with an offset)")
+    outageEventType: Literal["Outage", "Restoration", "NoResponse"]
+    outageDetectDeviceID: str | None = Field(None, max_length=200, pattern=NO_NUL)
+    outageDetectDeviceType: str | None = Field(None, max_length=100, pattern=NO_NUL)
+
+
+class DetectionEventsIn(BaseModel):
+    """A batch of outage-detection events (at most 10,000; the request body limit applies too)."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[DetectionEventIn] = Field(..., min_length=1, max_length=10_000)
 
 
 @events_router.post("", summary="Outage-detection events (meter no-power / restoration)",
                     dependencies=[require_scope("outages:write")])
-async def od_events(request: Request) -> dict:
-    import json as jsonlib
+def od_events(request: Request, body: DetectionEventsIn) -> dict:
+    """Infer outages from meter events.
 
-    from citytwin.oms.detection import parse_events, process_events
-    from citytwin.oms.webhooks import enqueue_event
+    Webhooks get ``outage.created`` for new outages, ``outage.restored`` or ``outage.updated`` for the rest.
+    """
+    from citytwin.oms.detection import DetectionEvent, process_events
+    from citytwin.oms.webhooks import announce_outages
 
-    raw = await request.body()
-    try:
-        payload = jsonlib.loads(raw)
-    except ValueError as exc:
-        raise InputError(f"malformed JSON: {exc}") from None
-    events = parse_events(payload)
+    events = [DetectionEvent(e.objectID, e.outageEventType, e.eventTime, e.outageDetectDeviceID,
+                             e.outageDetectDeviceType) for e in body.events]
     with request.app.state.engine.begin() as conn:
         result = process_events(conn, events)
-        for outage_id in result["outages"]:
-            feature = store.get_outage(conn, outage_id)
-            event = "outage.restored" if feature["properties"]["status"] == "restored" else "outage.updated"
-            enqueue_event(conn, event, feature)
+        announce_outages(conn, result["outages"], created=result["outages_created"])
     return result

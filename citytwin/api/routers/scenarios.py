@@ -35,17 +35,31 @@ def _run_row(request: Request, run_id: int) -> dict:
     return run
 
 
+def _run_on_cluster(engine, settings, storm, run_id: int) -> dict:
+    """The job: the storm on the process's shared Dask client (started by the first job, then reused)."""
+    from citytwin.scenarios.cluster import get_client
+    from citytwin.scenarios.runs import fail_run
+    from citytwin.scenarios.storm import run_storm
+
+    try:
+        client = get_client(settings.dask_scheduler)
+    except Exception as exc:  # an unreachable scheduler: the run says so instead of staying 'running'
+        fail_run(engine, run_id, f"no Dask scheduler at {settings.dask_scheduler or 'LocalCluster'}: {exc}")
+        raise
+    return run_storm(engine, settings.data_dir, storm, client=client, run_id=run_id)
+
+
 @router.post("", status_code=202, summary="Start a storm scenario (flood -> outages -> restoration)",
              dependencies=[require_scope("admin")])
 def start(request: Request, body: StormIn) -> JSONResponse:
     from citytwin.scenarios.jobs import submit
     from citytwin.scenarios.runs import create_run
-    from citytwin.scenarios.storm import StormRequest, run_storm
+    from citytwin.scenarios.storm import StormRequest
 
     engine, settings = request.app.state.engine, request.app.state.settings
     run_id = create_run(engine, "storm", body.model_dump())
     storm = StormRequest(rain_mm_h=body.rain_mm_h, hours=body.hours, manning=body.manning)
-    submit(lambda: run_storm(engine, settings.data_dir, storm, run_id=run_id))
+    submit(lambda: _run_on_cluster(engine, settings, storm, run_id))
     return JSONResponse({"run_id": run_id, "status": "running", "href": f"/api/scenarios/{run_id}"},
                         status_code=202, headers={"Location": f"/api/scenarios/{run_id}"})
 

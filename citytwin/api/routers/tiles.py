@@ -1,8 +1,13 @@
 """3D Tiles over HTTP: ``/tiles/{tileset}/tileset.json`` and its content files.
 
-Caching: content files have content-hashed names, so they are ``public, max-age=31536000, immutable``;
-``tileset.json`` keeps its name across rebuilds and is ``no-cache`` (clients revalidate with its ETag and
-get a 304 while it is unchanged). ETags are strong (size + mtime); the gzip representation has its own.
+Caching: files whose names are content hashes (what the tiler writes: ``t/<sha256 prefix>.glb``) are
+``public, max-age=31536000, immutable``, and their ETag is that hash (``"<hash>"``, ``"<hash>-gz"`` for the
+gzip copy): nothing is read or hashed per request, and every server and rebuild agrees on it. Every other
+file (``tileset.json``, which keeps its name across rebuilds, or anything else placed in a tileset) is
+``no-cache``: clients revalidate with its ETag and get a 304 while it is unchanged. That ETag is the
+SHA-256 prefix of the bytes for files small enough to cache (read once per change of (mtime, size)), so a
+rebuild that writes the same tileset.json keeps it; larger files fall back to size + mtime (cheap, and
+still strong on one server). Each representation (identity, gzip) has its own strong ETag.
 
 Encoding: the builder writes ``x.gz`` beside every file; when ``Accept-Encoding`` allows gzip, that copy
 is served as-is with ``Content-Encoding: gzip`` (``Vary: Accept-Encoding`` on every response).
@@ -22,6 +27,7 @@ headers are kept in an LRU cache keyed by path and validated by (mtime, size) on
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import os
 import re
@@ -49,6 +55,9 @@ CONTENT_TYPES = {
 CACHE_MAX_FILE = 4 * 1024 * 1024
 CACHE_MAX_BYTES = 256 * 1024 * 1024
 CHUNK = 256 * 1024
+# citytwin.tiler.tileset names content ``sha256(data).hexdigest()[:HASH_CHARS]`` (20) + suffix; accept
+# 16-64 lowercase hex digits so a longer prefix (or the full digest) is recognised too.
+_HASHED_NAME = re.compile(r"([0-9a-f]{16,64})\.[A-Za-z0-9]+")
 
 
 _TILESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -57,6 +66,15 @@ _BAD_SEGMENTS = frozenset(("", ".", ".."))
 
 def _tileset_ok(name: str) -> bool:
     return _TILESET_NAME.fullmatch(name) is not None and ".." not in name
+
+
+def content_hash(path: str) -> str | None:
+    """The content hash in a file's name (``<hex>.<ext>``, also for its ``.gz`` copy), or None."""
+    name = os.path.basename(path)
+    if name.endswith(".gz"):
+        name = name[:-3]
+    match = _HASHED_NAME.fullmatch(name)
+    return match.group(1) if match else None
 
 
 def _segments_ok(path: str) -> bool:
@@ -124,13 +142,25 @@ class TileStore:
             return None  # outside the tileset (symlinks followed) or the tileset itself is a link out
         return real
 
-    def entry(self, path: str, st: os.stat_result, encoding: bytes | None, cache_control: bytes,
-              content_type: bytes) -> _Entry:
+    def entry(self, path: str, st: os.stat_result, encoding: bytes | None, content_type: bytes) -> _Entry:
         cached = self._cache.get(path)
         if cached is not None and cached.mtime_ns == st.st_mtime_ns and cached.size == st.st_size:
             self._cache.move_to_end(path)
             return cached
-        etag = b'"%x-%x%s"' % (st.st_size, st.st_mtime_ns, b"-gz" if encoding else b"")
+        body = None
+        if st.st_size <= CACHE_MAX_FILE:
+            with open(path, "rb") as fh:
+                body = fh.read()
+            if len(body) != st.st_size:  # replaced while reading: do not cache a torn file
+                body = None
+        named = content_hash(path)
+        if named is not None:
+            digest, cache_control = named.encode(), IMMUTABLE
+        elif body is not None:
+            digest, cache_control = hashlib.sha256(body).hexdigest()[:20].encode(), REVALIDATE
+        else:  # large or changing under us: size + mtime, no read needed
+            digest, cache_control = b"%x-%x" % (st.st_size, st.st_mtime_ns), REVALIDATE
+        etag = b'"%s%s"' % (digest, b"-gz" if encoding else b"")
         headers = [
             (b"content-type", content_type),
             (b"etag", etag),
@@ -142,12 +172,6 @@ class TileStore:
             headers.append((b"content-encoding", encoding))
         else:
             headers.append((b"accept-ranges", b"bytes"))
-        body = None
-        if st.st_size <= CACHE_MAX_FILE:
-            with open(path, "rb") as fh:
-                body = fh.read()
-            if len(body) != st.st_size:  # replaced while reading: do not cache a torn file
-                body = None
         entry = _Entry(st.st_mtime_ns, st.st_size, etag, headers, body)
         if body is not None:
             self._put(path, entry)
@@ -348,7 +372,6 @@ async def serve_tile_file(scope, send, tileset: str, rel: str, cors: Cors | None
     suffix = os.path.splitext(path)[1]
     content_type = CONTENT_TYPES.get(suffix) or (b"application/gzip" if suffix == ".gz"
                                                  else b"application/octet-stream")
-    cache_control = REVALIDATE if os.path.basename(path) == "tileset.json" else IMMUTABLE
     range_header = req.get(b"range")
     st = None
     encoding = None
@@ -369,7 +392,7 @@ async def serve_tile_file(scope, send, tileset: str, rel: str, cors: Cors | None
         if st is None or not stat.S_ISREG(st.st_mode):
             await _error(send, 404, "NotFoundError", f"no file {rel!r} in tileset {tileset!r}", extra, head)
             return
-    entry = store.entry(path, st, encoding, cache_control, content_type)
+    entry = store.entry(path, st, encoding, content_type)
     if _etag_matches(req.get(b"if-none-match"), entry.etag):
         kept = [h for h in entry.headers if h[0] in (b"etag", b"cache-control", b"vary")]
         await _send(send, 304, kept + extra)
