@@ -1,9 +1,17 @@
 """The analysts' Python API: the same twin the web map shows, as GeoDataFrames and xarray Datasets.
 
 >>> import citytwin
->>> twin = citytwin.connect()                      # doctest: +SKIP  (embedded default, or a URL)
->>> offices = twin.buildings(where={"use": "office"})  # doctest: +SKIP
->>> offices.plot(column="height")                  # doctest: +SKIP
+>>> twin = citytwin.connect()          # CITYTWIN_DATABASE_URL, else the embedded local database
+>>> offices = twin.buildings(where={"use": "office"})
+>>> bool((offices["use"] == "office").all())
+True
+>>> offices.crs == twin.summary()["crs"]   # the twin's metric CRS, e.g. EPSG:32632
+True
+
+``offices.plot(column="height")`` maps them (with matplotlib installed).
+
+The examples in this module's docstrings run in the tests (``tests/test_doc_examples.py``) against a
+generated demo city.
 """
 
 from __future__ import annotations
@@ -35,7 +43,11 @@ class ScenarioResult:
 
 
 class Twin:
-    """A connection to one twin. Create it with :func:`connect`."""
+    """A connection to one twin. Create it with :func:`connect`.
+
+    >>> twin.summary()["counts"]["buildings"] > 0
+    True
+    """
 
     def __init__(self, engine: Engine, data_dir: Path, dask_scheduler: str = "") -> None:
         self.engine = engine
@@ -44,7 +56,14 @@ class Twin:
 
     # -- city ------------------------------------------------------------------------------
     def summary(self) -> dict:
-        """Counts of everything the twin holds, its CRS and extent."""
+        """Counts of everything the twin holds, its CRS and extent.
+
+        >>> summary = twin.summary()
+        >>> sorted(summary)
+        ['buildings_by_use', 'counts', 'crs', 'extent', 'name', 'vertical_crs']
+        >>> summary["counts"]["grid_nodes"] >= summary["counts"]["service_points"]
+        True
+        """
         from citytwin.db.summary import twin_summary
 
         with self.engine.connect() as conn:
@@ -56,6 +75,15 @@ class Twin:
 
         ``where`` maps a column to a value (equality), a list (membership) or a ``(min, max)`` tuple
         (range, either end may be None), e.g. ``{"use": ["office", "retail"], "height": (20, None)}``.
+        ``bbox`` is ``(xmin, ymin, xmax, ymax)`` in ``bbox_crs`` (lon/lat by default).
+
+        >>> tall = twin.buildings(where={"use": ["office", "retail"], "height": (20, None)})
+        >>> bool(tall["use"].isin(["office", "retail"]).all() and (tall["height"] >= 20).all())
+        True
+        >>> x0, y0, x1, y1 = twin.summary()["extent"]      # in the twin's CRS
+        >>> west = twin.buildings(bbox=(x0, y0, (x0 + x1) / 2, y1), bbox_crs=twin.summary()["crs"])
+        >>> 0 < len(west) <= len(twin.buildings())
+        True
         """
         from citytwin.db.read import read_buildings
 
@@ -81,7 +109,14 @@ class Twin:
 
     # -- grid --------------------------------------------------------------------------------
     def grid(self) -> dict[str, gpd.GeoDataFrame]:
-        """The grid as GeoDataFrames: ``nodes``, ``lines``, ``switches`` (twin CRS)."""
+        """The grid as GeoDataFrames: ``nodes``, ``lines``, ``switches`` (twin CRS).
+
+        >>> grid = twin.grid()
+        >>> sorted(grid)
+        ['lines', 'nodes', 'switches']
+        >>> grid["nodes"].crs == twin.summary()["crs"]
+        True
+        """
         from citytwin.db.twin import require_twin
 
         with self.engine.connect() as conn:
@@ -94,14 +129,24 @@ class Twin:
         return {"nodes": nodes, "lines": lines, "switches": switches}
 
     def grid_tables(self):
-        """The grid as :class:`citytwin.models.grid.GridTables` (what the grid models take)."""
+        """The grid as :class:`citytwin.models.grid.GridTables` (what the grid models take).
+
+        >>> tables = twin.grid_tables()
+        >>> len(tables.nodes) == twin.summary()["counts"]["grid_nodes"]
+        True
+        """
         from citytwin.db.grid import read_grid
 
         with self.engine.connect() as conn:
             return read_grid(conn)
 
     def grid_graph(self):
-        """The grid as a ``networkx.Graph`` (nodes with attributes; sections and switches as edges)."""
+        """The grid as a ``networkx.Graph`` (nodes with attributes; sections and switches as edges).
+
+        >>> graph = twin.grid_graph()
+        >>> graph.number_of_nodes() == twin.summary()["counts"]["grid_nodes"]
+        True
+        """
         import networkx as nx
 
         grid = self.grid_tables()
@@ -115,25 +160,109 @@ class Twin:
         return graph
 
     def relationships(self) -> pd.DataFrame:
-        """The twin graph's edges (substation feeds feeder, ..., sensor monitors asset, building liesIn district)."""
+        """The twin graph's edges: substation feeds feeder, ..., sensor monitors asset, building liesIn
+        district.
+
+        >>> edges = twin.relationships()
+        >>> list(edges.columns)
+        ['source', 'source_kind', 'relationship', 'target', 'target_kind']
+        >>> "feeds" in set(edges["relationship"])
+        True
+        """
         from citytwin.graph.queries import relationships
 
         with self.engine.connect() as conn:
             return relationships(conn)
 
     def buildings_served_by(self, asset_id: str) -> pd.DataFrame:
+        """Every building downstream of a grid asset in the normal switch state.
+
+        Downstream means: the buildings that lose their only path to a source when the asset (a node,
+        section or switch: substation, transformer, bus, line, breaker, ...) is taken out, with every
+        switch in its normal state. A feeder id stands for the whole feeder: all buildings it supplies.
+        This is topology, not protection (a fault also trips the device above it; the outage models
+        answer that).
+
+        Parameters
+        ----------
+        asset_id
+            A node, section or switch id of the grid, or a feeder id.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``id, source_id, use, height`` (m) ``, customers``; one row per building and
+            service connection, ordered by ``id``.
+
+        Raises
+        ------
+        NotFoundError
+            If ``asset_id`` is no node, section, switch or feeder of the grid.
+
+        >>> edges = twin.relationships()
+        >>> feeder = edges.loc[edges["source_kind"] == "feeder", "source"].iloc[0]
+        >>> served = twin.buildings_served_by(feeder)          # a feeder id: its whole feeder
+        >>> list(served.columns)
+        ['id', 'source_id', 'use', 'height', 'customers']
+        >>> len(served) > 0
+        True
+        """
         from citytwin.graph.queries import buildings_served_by
 
         with self.engine.connect() as conn:
             return buildings_served_by(conn, asset_id)
 
     def critical_customers_behind(self, asset_id: str) -> pd.DataFrame:
+        """Buildings with critical uses (hospitals, schools) downstream of ``asset_id``.
+
+        Those of :meth:`buildings_served_by` (normal switch state; a feeder id means the whole feeder)
+        whose ``use`` is critical: they lose supply when the asset opens or is taken out.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The columns of :meth:`buildings_served_by`, rows renumbered from 0.
+
+        Raises
+        ------
+        NotFoundError
+            If ``asset_id`` is no node, section, switch or feeder of the grid.
+
+        >>> edges = twin.relationships()
+        >>> feeder = edges.loc[edges["source_kind"] == "feeder", "source"].iloc[0]
+        >>> critical = twin.critical_customers_behind(feeder)
+        >>> set(critical["use"]) <= {"hospital", "school"}
+        True
+        >>> len(critical) <= len(twin.buildings_served_by(feeder))
+        True
+        """
         from citytwin.graph.queries import critical_customers_behind
 
         with self.engine.connect() as conn:
             return critical_customers_behind(conn, asset_id)
 
     def sensors_on(self, feeder: str) -> pd.DataFrame:
+        """Every sensor monitoring an asset on a feeder, or a building the feeder supplies.
+
+        The feeder is taken whole, as in the normal switch state: its nodes, transformers, service
+        points and the substation above it, and the buildings downstream of it.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``id, name, asset_id, kind`` (the SensorThings Thing), ordered by ``id``.
+
+        Raises
+        ------
+        NotFoundError
+            If ``feeder`` is not a feeder of the grid.
+
+        >>> edges = twin.relationships()
+        >>> feeder = edges.loc[edges["source_kind"] == "feeder", "source"].iloc[0]
+        >>> sensors = twin.sensors_on(feeder)
+        >>> list(sensors.columns)
+        ['id', 'name', 'asset_id', 'kind']
+        """
         from citytwin.graph.queries import sensors_on
 
         with self.engine.connect() as conn:
@@ -142,7 +271,16 @@ class Twin:
     # -- telemetry ---------------------------------------------------------------------------
     def telemetry(self, datastream: int | str, start: datetime | str | None = None,
                   end: datetime | str | None = None, *, as_xarray: bool = False) -> pd.Series | xr.DataArray:
-        """Observations of a datastream (id or name) between ``start`` and ``end`` as a time series."""
+        """Observations of a datastream (id or name) between ``start`` and ``end`` as a time series.
+
+        ``start`` is inclusive, ``end`` exclusive; either may be None (open). With ``as_xarray`` an
+        ``xarray.DataArray`` on a ``time`` dimension (UTC, tz-naive) with the datastream's unit
+        symbol in ``attrs["units"]``.
+
+        >>> series = twin.telemetry(1, start="2026-01-01", end="2026-01-02")  # id (or name)
+        >>> series.index.name
+        'time'
+        """
         with self.engine.connect() as conn:
             if isinstance(datastream, str) and not datastream.isdigit():
                 row = conn.execute(text("SELECT id, unit_of_measurement FROM datastreams WHERE name = :n"),
@@ -158,8 +296,9 @@ class Twin:
                   AND (CAST(:end AS timestamptz) IS NULL OR phenomenon_time < CAST(:end AS timestamptz))
                 ORDER BY phenomenon_time
             """), conn, params={"d": row[0], "start": start, "end": end})
-        series = pd.Series(frame["result"].to_numpy(), index=pd.DatetimeIndex(frame["phenomenon_time"], name="time"),
-                           name=str(datastream))
+        # utc=True: an empty window still gives a tz-aware (UTC) index, as a full one does
+        times = pd.DatetimeIndex(pd.to_datetime(frame["phenomenon_time"], utc=True), name="time")
+        series = pd.Series(frame["result"].to_numpy(), index=times, name=str(datastream))
         if as_xarray:
             return xr.DataArray(series.to_numpy(), coords={"time": series.index.tz_convert(None)}, dims="time",
                                 name=str(datastream), attrs={"units": (row[1] or {}).get("symbol", "")})
@@ -211,9 +350,11 @@ class Twin:
 def connect(url: str | None = None, *, data_dir: str | Path | None = None) -> Twin:
     """Open the twin: ``url`` or ``CITYTWIN_DATABASE_URL``, else the embedded database (started if needed).
 
-    >>> twin = connect()                   # doctest: +SKIP
-    >>> twin.summary()["counts"]["buildings"]  # doctest: +SKIP
-    2000
+    The schema is brought up to date (migrations) on connecting.
+
+    >>> twin = connect()                   # or connect("postgresql+psycopg://user@host/db")
+    >>> isinstance(twin.summary()["counts"]["buildings"], int)
+    True
     """
     from citytwin.config import load_settings
     from citytwin.db import make_engine, upgrade

@@ -24,6 +24,28 @@ PUBLISHED = {
 }
 CBECS_ALL_BUILDINGS = 157
 US_RESIDENTIAL_KWH_PER_CUSTOMER = 10_715
+# TABULA DE residential typology (IWU 2015), single-family houses as built, by construction-year
+# class: heat-transfer coefficient H_tr + H_ve (W/K) and conditioned floor area (m2).
+TABULA_DE_SFH = {
+    "1919-1948": (973 + 154, 302.5),
+    "1949-1957": (465 + 57, 111.1),
+    "1958-1968": (496 + 62, 121.2),
+    "1969-1978": (493 + 88, 173.2),
+    "1979-1983": (364 + 110, 215.6),
+    "1984-1994": (319 + 77, 150.2),
+    "1995-2001": (197 + 62, 121.9),
+    "2002-2009": (152 + 62, 146.5),
+    "2010-2015": (194 + 95, 186.8),
+    "2016-": (142 + 95, 186.8),
+}
+# The default periods of residential and apartment (archetypes.yaml) and the TABULA classes in each.
+PERIODS = {
+    "-1979": ("1919-1948", "1949-1957", "1958-1968", "1969-1978"),
+    "1979-1995": ("1979-1983", "1984-1994"),
+    "1995-2002": ("1995-2001",),
+    "2002-": ("2002-2009", "2010-2015", "2016-"),
+}
+DEFAULT_PERIOD = "1979-1995"
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +66,12 @@ def one_building_per_archetype(archetypes, area=1000.0) -> pd.DataFrame:
     )
 
 
+def default_row(table: pd.DataFrame, use: str) -> pd.Series:
+    """The row a building of ``use`` without year_built gets."""
+    rows = table[table["use"] == use]
+    return rows[rows["default_period"]].iloc[0] if rows["default_period"].any() else rows.iloc[0]
+
+
 def annual_intensity(ds: xr.Dataset) -> pd.DataFrame:
     energy = {
         v: ds[v].sum("time", dtype=np.float64).values / ds["floor_area_m2"].values
@@ -56,14 +84,16 @@ def test_defaults_cover_the_vocabulary_with_published_figures(defaults):
     table = defaults.table
     assert set(USES) <= set(table["use"])
     for use, (electricity, heating) in PUBLISHED.items():
-        row = table[table["use"] == use].iloc[0]
+        row = default_row(table, use)
         assert row["electricity_kwh_m2"] == electricity and row["heating_kwh_m2"] == heating
         assert "DOE" in row["source"]
     assert table.loc["other", "electricity_kwh_m2"] == CBECS_ALL_BUILDINGS
     assert "CBECS" in table.loc["other", "source"]
-    # Residential: the per-customer figure over the documented 150 m2 per dwelling.
-    assert table.loc["residential", "electricity_kwh_m2"] == pytest.approx(
-        US_RESIDENTIAL_KWH_PER_CUSTOMER / 150, rel=1e-3
+    # Residential (every period): the per-customer figure over the documented 150 m2 per dwelling.
+    np.testing.assert_allclose(
+        table.loc[table["use"] == "residential", "electricity_kwh_m2"],
+        US_RESIDENTIAL_KWH_PER_CUSTOMER / 150,
+        rtol=1e-3,
     )
     assert table["source"].str.len().min() > 10
     assert (table["cooling_kwh_m2"] > 0).all() and table["source"].str.contains(
@@ -95,10 +125,96 @@ def test_electric_heating_keeps_the_electricity_figure_and_adds_heat_pump_load(d
     assert heat_pump.table.loc["apartment", "base_electricity_kwh_m2"] == pytest.approx(85 - 139 / 3 - 38 / 3)
     # In a colder year the heat pump's extra heat shows up in electricity at 1/COP.
     cold = synthetic_weather("cold")
-    gas = annual_intensity(demand(b, cold, defaults)).loc["apartment"]
+    gas = annual_intensity(demand(b, cold, defaults)).loc[f"apartment:{DEFAULT_PERIOD}"]
     hp = annual_intensity(demand(b, cold, heat_pump)).loc["apartment"]
     assert hp["heating"] == pytest.approx(gas["heating"], rel=1e-5)
     assert hp["electricity"] - gas["electricity"] == pytest.approx((gas["heating"] - 139) / 3, rel=1e-3)
+
+
+def test_default_periods_scale_heating_by_the_tabula_heat_loss_ratios(defaults):
+    h = {k: heat_w_k / area for k, (heat_w_k, area) in TABULA_DE_SFH.items()}
+    per_period = {p: np.mean([h[c] for c in classes]) for p, classes in PERIODS.items()}
+    published = np.array([per_period[p] / per_period[DEFAULT_PERIOD] for p in PERIODS])
+    table = defaults.table
+    for use in ("residential", "apartment"):
+        rows = table.loc[[f"{use}:{p}" for p in PERIODS]]
+        assert list(table.index[table["use"] == use]) == list(rows.index)  # no other rows of the use
+        heat = rows["heating_kwh_m2"].to_numpy()
+        assert (np.diff(heat) < 0).all()  # every newer period needs less heat
+        # The DOE figure belongs to the default period; the others follow TABULA within 1 %.
+        assert rows.loc[f"{use}:{DEFAULT_PERIOD}", "default_period"] and rows["default_period"].sum() == 1
+        assert rows.loc[f"{use}:{DEFAULT_PERIOD}", "heating_kwh_m2"] == 139
+        np.testing.assert_allclose(heat / 139, published, rtol=0.01)
+        # Degree-hour model: the calibrated heat-loss coefficients stand in the same ratios.
+        u = rows["heat_loss_w_m2k"].to_numpy()
+        np.testing.assert_allclose(u / u[1], heat / heat[1], rtol=1e-9)
+        # Age changes the heating only.
+        for column in ("electricity_kwh_m2", "cooling_kwh_m2", "schedule"):
+            assert rows[column].nunique() == 1
+        assert rows["source"].str.contains("TABULA").all()
+
+
+@pytest.mark.parametrize("weather", ["reference", "cold"])
+def test_older_buildings_heat_more_per_m2_in_the_configured_ratio(defaults, weather):
+    years = [1925, 1985, 1999, 2015]  # one in each default period
+    b = pd.DataFrame(
+        {
+            "source_id": [f"{u}-{y}" for u in ("residential", "apartment") for y in years],
+            "floor_area_m2": [120.0, 180.0, 95.0, 240.0, 900.0, 2500.0, 1200.0, 4000.0],
+            "use": ["residential"] * 4 + ["apartment"] * 4,
+            "year_built": years * 2,
+        }
+    )
+    w = defaults.reference.to_series() if weather == "reference" else synthetic_weather("cold")
+    ds = demand(b, w, defaults)
+    per_m2 = ds["heating"].sum("time", dtype=np.float64).values / ds["floor_area_m2"].values
+    for k, use in enumerate(("residential", "apartment")):
+        got = per_m2[4 * k : 4 * k + 4]
+        ids = [f"{use}:{p}" for p in PERIODS]
+        assert list(ds["archetype"].values[4 * k : 4 * k + 4]) == ids
+        configured = defaults.table.loc[ids, "heating_kwh_m2"].to_numpy()
+        assert (np.diff(got) < 0).all()
+        np.testing.assert_allclose(got / got[-1], configured / configured[-1], rtol=0.01)
+        if weather == "reference":
+            np.testing.assert_allclose(got, configured, rtol=0.01)
+
+
+def test_unknown_year_takes_the_default_period_and_is_reported(defaults):
+    b = pd.DataFrame(
+        {
+            "source_id": list("abcdef"),
+            "floor_area_m2": 100.0,
+            "use": ["residential", "residential", "apartment", "office", "residential", "house"],
+            "year_built": [np.nan, 1930, None, np.nan, "unknown", 2010],
+        }
+    )
+    ds = demand(b, defaults.reference.to_series(), defaults)
+    assert list(ds["archetype"].values) == [
+        f"residential:{DEFAULT_PERIOD}",
+        "residential:-1979",
+        f"apartment:{DEFAULT_PERIOD}",
+        "office",  # a use without periods has one row for every year
+        f"residential:{DEFAULT_PERIOD}",
+        "residential:2002-",
+    ]
+    report = demand_report(ds)
+    assert report["missing_year_built"] == 4
+    assert report["missing_year_archetypes"] == {
+        f"residential:{DEFAULT_PERIOD}": 2,
+        f"apartment:{DEFAULT_PERIOD}": 1,
+        "office": 1,
+    }
+    heating = annual_intensity(ds)["heating"].to_numpy()
+    assert heating[0] == pytest.approx(139, rel=0.01) and heating[1] > heating[0] > heating[5]
+
+
+def test_a_user_row_replaces_the_default_periods_of_its_use(defaults):
+    arch = load_archetypes([{"use": "residential", "heating_kwh_m2": 100}])
+    rows = arch.table[arch.table["use"] == "residential"]
+    assert list(rows.index) == ["residential"]  # one row for every year; periods not inherited
+    assert rows["electricity_kwh_m2"].iloc[0] == 71.4 and not rows["default_period"].iloc[0]
+    assert list(arch.table.index[arch.match(["residential"] * 2, [1900, 2020]).index]) == ["residential"] * 2
+    assert (arch.table["use"] == "apartment").sum() == 4  # other uses keep their periods
 
 
 def test_user_csv_with_construction_periods(tmp_path, defaults):

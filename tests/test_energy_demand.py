@@ -57,12 +57,13 @@ def test_colder_climate_raises_heating_and_lowers_cooling(arch):
 
 def test_constant_temperature_gives_the_analytical_degree_hour_load(arch):
     # Residential: HVAC always available (setback 1), heating base 15.5 degC, cooling base 18.3 degC.
-    u_h = arch.table.loc["residential", "heat_loss_w_m2k"]
+    # No year_built: the default construction period.
+    u_h = arch.table.loc["residential:1979-1995", "heat_loss_w_m2k"]
     b = pd.DataFrame({"source_id": ["h"], "floor_area_m2": [200.0], "use": ["residential"]})
     ds = demand(b, constant_weather(5.0), arch).compute()
     np.testing.assert_allclose(ds["heating"].values, 200.0 * u_h / 1000 * (15.5 - 5.0), rtol=1e-6)
     assert float(ds["cooling"].max()) == 0.0
-    u_c = arch.table.loc["residential", "cooling_coefficient_w_m2k"]
+    u_c = arch.table.loc["residential:1979-1995", "cooling_coefficient_w_m2k"]
     ds = demand(b, constant_weather(25.0), arch).compute()
     np.testing.assert_allclose(ds["cooling"].values, 200.0 * u_c / 1000 * (25.0 - 18.3), rtol=1e-6)
     assert float(ds["heating"].max()) == 0.0

@@ -1,4 +1,5 @@
-"""DEM reading and sampling: Den Haag (TIN-derived), Zug (LV03), Alexandria (UTM 18N), bad rasters."""
+"""DEM reading and sampling: Den Haag (TIN-derived), Zug (LV03), Alexandria (UTM 18N), bad rasters, the
+file's own nodata value (also through the terrain store in PostGIS)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import pytest
 import rasterio
 import shapely
 from rasterio.transform import from_origin
+from sqlalchemy import text
 
+from citytwin.db.terrain import register_dem
+from citytwin.db.twin import init_twin
 from citytwin.errors import InputError
 from citytwin.io.buildings import read_buildings
 from citytwin.io.cityjson import read_cityjson
@@ -121,12 +125,13 @@ def test_alexandria_ground_from_the_utm_dtm():
 
 
 def _write_raster(path: Path, data: np.ndarray, crs: str | None,
-                  res: tuple[float, float] = (1.0, 1.0)) -> Path:
+                  res: tuple[float, float] = (1.0, 1.0), *, nodata: float | None = -9999,
+                  dtype: str = "float32", origin: tuple[float, float] = (1000, 2000)) -> Path:
     bands = data if data.ndim == 3 else data[None]
     count, height, width = bands.shape
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count, dtype="float32",
-                       crs=crs, transform=from_origin(1000, 2000, *res), nodata=-9999) as out:
-        out.write(bands.astype("float32"))
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count, dtype=dtype,
+                       crs=crs, transform=from_origin(*origin, *res), nodata=nodata) as out:
+        out.write(bands.astype(dtype))
     return path
 
 
@@ -149,3 +154,67 @@ def test_bad_dems_are_input_errors(tmp_path):
     # Sampling a 2 x 1 m grid: the centre of cell (row 1, col 2) and halfway to the next column.
     assert sample_dem(oblong, [1005.0], [1998.5])[0] == pytest.approx(7.0)
     assert sample_dem(oblong, [1006.0], [1998.5])[0] == pytest.approx(7.5)
+
+
+def _half_nodata(nodata: float = -32768) -> np.ndarray:
+    """10 x 10 cells: z = 100 + column in the western half, ``nodata`` in the eastern half."""
+    grid = np.tile(100.0 + np.arange(10), (10, 1))
+    grid[:, 5:] = nodata
+    return grid
+
+
+@pytest.mark.parametrize("dtype", ["int16", "float32"])
+def test_the_files_nodata_value_is_nodata_not_a_fixed_one(tmp_path, dtype: str):
+    path = _write_raster(tmp_path / f"{dtype}.tif", _half_nodata(), "EPSG:28992", nodata=-32768, dtype=dtype)
+    dem = read_dem(path)
+    assert dem.dtype == np.float32 and dem.attrs["file_nodata"] == -32768.0
+    assert np.isnan(dem.values[:, 5:]).all() and np.isfinite(dem.values[:, :5]).all()
+    assert float(np.nanmin(dem.values)) == 100.0
+    x_nodata, x_data, y = 1007.5, 1002.5, 1995.5  # cell centres: column 7 (nodata) and column 2
+    assert np.isnan(sample_dem(dem, [x_nodata], [y])[0])
+    assert sample_dem(dem, [x_data], [y])[0] == pytest.approx(102.0)
+    # Without a declared nodata every cell is data, -32768 included.
+    plain = read_dem(_write_raster(tmp_path / f"{dtype}-plain.tif", _half_nodata(), "EPSG:28992", nodata=None,
+                                   dtype=dtype))
+    assert plain.attrs["file_nodata"] is None and np.isfinite(plain.values).all()
+    assert sample_dem(plain, [x_nodata], [y])[0] == -32768.0
+
+
+def test_register_dem_stores_the_files_nodata_and_leaves_ground_null_over_it(engine, tmp_path):
+    origin = (420000.0, 5360000.0)  # 10 m cells in UTM 32N, the twin's CRS
+    with engine.begin() as conn:
+        init_twin(conn, "t", "EPSG:32632")
+        conn.execute(text("""INSERT INTO buildings (source, source_id, footprint, height) VALUES
+            ('t', 'on-data', ST_Multi(ST_MakeEnvelope(420010, 5359950, 420030, 5359970, 32632)), 5),
+            ('t', 'on-nodata', ST_Multi(ST_MakeEnvelope(420070, 5359950, 420090, 5359970, 32632)), 5)"""))
+    tagged = _write_raster(tmp_path / "tagged.tif", _half_nodata(), "EPSG:32632", (10.0, 10.0), nodata=-32768,
+                           dtype="int16", origin=origin)
+    assert register_dem(engine, tagged).updated == 1
+
+    def ground() -> dict:
+        with engine.connect() as conn:
+            return dict(conn.execute(text("SELECT source_id, ground_elevation FROM buildings")).all())
+
+    grounds = ground()
+    assert grounds["on-nodata"] is None  # not -32768, not -9999: no ground known there
+    assert 100.0 < grounds["on-data"] < 103.0  # z = 100 + column, footprint over columns 1-2
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT nodata FROM terrain WHERE name = 'tagged'")).scalar() == -32768.0
+    # The same cells in a file declaring no nodata are elevations; its terrain row says so with NULL.
+    plain = _write_raster(tmp_path / "plain.tif", _half_nodata(), "EPSG:32632", (10.0, 10.0), nodata=None,
+                          dtype="int16", origin=origin)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE buildings SET ground_elevation = NULL"))
+    assert register_dem(engine, plain).updated == 2
+    assert ground()["on-nodata"] == -32768.0
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT nodata IS NULL FROM terrain WHERE name = 'plain'")).scalar()
+
+
+def test_truncated_dem_is_an_input_error(tmp_path):
+    rng = np.random.default_rng(1)
+    whole = _write_raster(tmp_path / "whole.tif", rng.uniform(0, 50, (200, 200)), "EPSG:28992")
+    truncated = tmp_path / "truncated.tif"
+    truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(InputError, match="truncated.tif"):
+        read_dem(truncated)

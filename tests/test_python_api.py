@@ -186,3 +186,11 @@ def test_default_client_is_a_local_cluster(demo_twin, monkeypatch) -> None:
     finally:
         close_clients()
         twin.engine.dispose()
+
+
+def test_telemetry_window_without_observations(twin) -> None:
+    # The demo twin has datastreams but no observations yet: an empty but well-formed series.
+    series = twin.telemetry(1, "2026-01-01", "2026-01-02")
+    assert series.empty and str(series.index.tz) == "UTC"
+    array = twin.telemetry(1, "2026-01-01", "2026-01-02", as_xarray=True)
+    assert array.sizes["time"] == 0 and array.dims == ("time",)

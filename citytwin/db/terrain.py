@@ -17,7 +17,11 @@ from citytwin.errors import NotFoundError
 
 def register_dem(engine: Engine, path: Path, *, name: str | None = None, crs: str | None = None,
                  twin_name: str = "citytwin", sample_buildings: bool = True) -> ImportSummary:
-    """Reference a DEM GeoTIFF from the twin and fill ``ground_elevation`` where buildings lack it."""
+    """Reference a DEM GeoTIFF from the twin and fill ``ground_elevation`` where buildings lack it.
+
+    ``terrain.nodata`` records the nodata value the file declares (NULL when it declares none);
+    cells holding it are no data when sampling, so a building over them keeps a NULL ground.
+    """
     from pyproj import CRS, Transformer
 
     from citytwin.io.dem import read_dem
@@ -42,7 +46,7 @@ def register_dem(engine: Engine, path: Path, *, name: str | None = None, crs: st
                 cell_size = EXCLUDED.cell_size, width = EXCLUDED.width, height = EXCLUDED.height,
                 nodata = EXCLUDED.nodata, extent = EXCLUDED.extent, created_at = now()
         """), {"name": name, "path": str(path), "crs": dem_crs, "cell": float(max(xres, yres)),
-               "w": int(dem.sizes["x"]), "h": int(dem.sizes["y"]), "nodata": -9999.0,
+               "w": int(dem.sizes["x"]), "h": int(dem.sizes["y"]), "nodata": dem.attrs.get("file_nodata"),
                "extent": extent.wkt, "srid": twin.srid})
         summary.imported = 1
         if sample_buildings:

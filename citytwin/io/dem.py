@@ -42,12 +42,15 @@ def read_dem(path: str | Path, *, crs: str | None = None,
     -------
     xarray.DataArray
         float32 (m), nodata -> NaN, CRS attached. ``attrs``: ``square_cells`` (bool), ``cell_size``
-        ((|dx|, |dy|) in CRS units), ``warnings`` (list of str), ``source`` (the path).
+        ((|dx|, |dy|) in CRS units), ``warnings`` (list of str), ``source`` (the path),
+        ``file_nodata`` (the nodata value the file declares, e.g. -9999.0 or -32768.0, whose cells
+        are now NaN; ``None`` when it declares none, and then every cell is data).
 
     Raises
     ------
     InputError
-        Not a raster, more than one band, no or unknown CRS, rotated grid.
+        Not a raster, more than one band, no or unknown CRS, rotated grid, cells that cannot be
+        read (a corrupt or truncated file; checked when reading into memory).
     """
     import rioxarray
     from rasterio.errors import RasterioIOError
@@ -68,6 +71,9 @@ def read_dem(path: str | Path, *, crs: str | None = None,
     bands = dem.sizes.get("band", 1)
     if bands != 1:
         raise InputError(f"{path}: {bands} bands; a DEM has one band of elevations")
+    # masked=True turned the file's nodata cells into NaN and moved the value into the encoding.
+    fill = dem.encoding.get("_FillValue", dem.attrs.get("_FillValue"))
+    file_nodata = None if fill is None else float(fill)
     dem = dem.squeeze("band", drop=True) if "band" in dem.dims else dem
     file_crs = dem.rio.crs
     horizontal, _ = resolve_crs(file_crs.to_wkt() if file_crs else None, crs, what=str(path))
@@ -80,9 +86,20 @@ def read_dem(path: str | Path, *, crs: str | None = None,
     dx, dy = abs(transform.a), abs(transform.e)
     square = abs(dx - dy) <= SQUARE_TOLERANCE * max(dx, dy)
     warnings = [] if square else [f"cells are not square ({dx:g} x {dy:g} CRS units)"]
+    if chunks is None or chunks is False:
+        # Into memory as documented: a corrupt or truncated file fails here, not halfway into an import.
+        from rasterio._err import CPLE_BaseError
+        from rasterio.errors import RasterioError
+
+        try:
+            dem = dem.load()
+        except (RasterioError, CPLE_BaseError) as exc:
+            detail = str(exc.__cause__ or exc).splitlines()[0]  # rasterio chains GDAL's own message
+            raise InputError(f"{path}: the raster's cells cannot be read, the file is corrupt or truncated "
+                             f"({detail})") from exc
     dem = dem.astype("float32")
     dem.attrs.update(square_cells=bool(square), cell_size=(dx, dy), warnings=warnings, source=str(path),
-                     units="m")
+                     units="m", file_nodata=file_nodata)
     dem.name = "elevation"
     return dem
 

@@ -86,7 +86,8 @@ def simulate_energy_on_twin(engine: Engine, data_dir: Path, request: EnergyReque
     """
     from citytwin.db.grid import read_grid
     from citytwin.db.read import read_buildings
-    from citytwin.models.energy import load_archetypes, simulate
+    from citytwin.models.energy import asset_ratings, load_archetypes
+    from citytwin.scenarios.energy_batches import simulate_bounded
     from citytwin.models.grid import assignments
 
     weather = _weather(request)
@@ -103,11 +104,13 @@ def simulate_energy_on_twin(engine: Engine, data_dir: Path, request: EnergyReque
         ids = buildings.set_index("source_id")["id"]
         table = pd.DataFrame(buildings.drop(columns=["id"]))
         links = assignments(grid).dropna(subset=["building_id"]) if len(grid.nodes) else None
-        ratings = grid.nodes.set_index("node_id")["rating_mva"].dropna() if len(grid.nodes) else None
+        # Transformers and substations rated on their nodes, feeders by their head sections.
+        ratings = asset_ratings(grid) if len(grid.nodes) else None
         set_progress(engine, run_id, 0.1, "energy")
         with client.as_current() if client is not None else nullcontext():
-            result = simulate(table, weather, links, archetypes=archetypes, ratings=ratings,
-                              unassigned="ignore")
+            # In batches of substations when the hourly series would not fit in memory at once.
+            result = simulate_bounded(table, weather, links, archetypes=archetypes, ratings=ratings,
+                                      unassigned="ignore")
         per_building = result.buildings
         frame = pd.DataFrame({"run_id": run_id,
                               "building_id": ids.reindex(per_building.index.astype(str)).to_numpy(),
@@ -121,8 +124,8 @@ def simulate_energy_on_twin(engine: Engine, data_dir: Path, request: EnergyReque
         frame.drop(columns=["run_id"]).to_parquet(buildings_path, index=False)
         with engine.begin() as conn:
             copy_frame(conn, "building_results", frame, ["run_id", "building_id", "annual_kwh", "peak_kw"])
-            if result.assets is not None:
-                assets = result.assets
+            if result.annual is not None:
+                assets = result.annual
                 asset_frame = pd.DataFrame({
                     "run_id": run_id, "asset_id": assets["asset"].to_numpy().astype(str),
                     "asset_kind": assets["level"].to_numpy().astype(str),
@@ -139,8 +142,11 @@ def simulate_energy_on_twin(engine: Engine, data_dir: Path, request: EnergyReque
             "electricity_mwh": float(per_building["electricity_kwh"].sum() / 1000.0),
             "heating_mwh": float(per_building["heating_kwh"].sum() / 1000.0),
             "cooling_mwh": float(per_building["cooling_kwh"].sum() / 1000.0),
-            "overloaded_assets": int(result.assets["overload"].sum()) if result.assets is not None
-            and "overload" in result.assets else 0,
+            "overloaded_assets": int(result.annual["overload"].sum()) if result.annual is not None
+            and "overload" in result.annual else 0,
+            "rated_assets": int(np.isfinite(result.annual["rating_kw"].to_numpy()).sum())
+            if result.annual is not None else 0,
+            "hourly_levels": result.hourly_levels, "batches": result.batches,
             "result_path": str(out) if result.assets is not None else None,
             "buildings_path": str(buildings_path),
             "report": {k: v for k, v in result.report.items() if isinstance(v, (int, float, str))},

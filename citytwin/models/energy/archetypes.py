@@ -6,16 +6,20 @@ calibrates it against its reference weather (:mod:`citytwin.models.energy.profil
 
 Merging a user table (CSV, YAML, DataFrame or list of dicts, one row per archetype): when the user
 gives rows for a use, they replace all default rows of that use; fields a user row leaves empty
-come from the default row of that use (or, for a new use, from ``defaults``). A user YAML may also
-add ``schedules``, ``aliases``, ``profiles`` (``name: {load_model: folder}``), ``fallback_use``,
-``reference_weather`` (``{synthetic: climate, year, seed}`` or ``{epw: path}``) and ``replace: true``
-(drop all default rows).
+come from the default row of that use (its ``default_period`` row when the defaults have
+construction periods; or, for a new use, from ``defaults``). The period fields (year_from,
+year_to, default_period) are never taken from a default row: a user row without them covers
+every year. A user YAML may also add ``schedules``, ``aliases``, ``profiles`` (``name:
+{load_model: folder}``), ``fallback_use``, ``reference_weather`` (``{synthetic: climate, year,
+seed}`` or ``{epw: path}``) and ``replace: true`` (drop all default rows).
 
 Matching a building: its ``use`` is lower-cased, spaces/hyphens become underscores, aliases are
 applied; a use without an archetype falls back to ``fallback_use`` ("other") and is reported. Its
 ``year_built`` picks the row with year_from <= year < year_to; a year outside every period takes
 the nearest period; an unknown year takes the row marked ``default_period`` (else the use's first
-row) and is counted.
+row) and is counted, per archetype, in the report (``missing_year_archetypes``). The defaults give
+residential and apartment four periods (before 1979, 1979-1994, 1995-2001, 2002 on; default
+1979-1994), sources in ``archetypes.yaml``.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ RANGES = (
     ("hvac_setback", 0, 1),
 )
 SCHEDULE_KINDS = ("occupancy", "lighting", "plug")
+PERIOD_FIELDS = ("year_from", "year_to", "default_period")
 
 
 def normalize_use(value) -> str:
@@ -88,6 +93,7 @@ class Match:
     fallback: np.ndarray  # (n,) bool: use unknown, fell back to fallback_use
     unknown_uses: dict[str, int] = field(default_factory=dict)
     missing_year: int = 0
+    missing_year_archetypes: dict[str, int] = field(default_factory=dict)  # archetype id -> buildings
 
 
 @dataclass(frozen=True)
@@ -146,8 +152,15 @@ class Archetypes:
             default_row = int(np.flatnonzero(default_flags)[0]) if default_flags.any() else 0
             choice[np.isnan(y)] = default_row
             index[sel] = rows[choice]
+        ids = self.table.index.to_numpy()
+        defaulted = Counter(str(a) for a in ids[index[np.isnan(years)]])
         return Match(
-            index=index, use=uses, fallback=fallback, unknown_uses=dict(unknown), missing_year=missing_year
+            index=index,
+            use=uses,
+            fallback=fallback,
+            unknown_uses=dict(unknown),
+            missing_year=missing_year,
+            missing_year_archetypes=dict(defaulted),
         )
 
 
@@ -208,13 +221,19 @@ def _rows_frame(rows, what: str) -> pd.DataFrame:
 
 
 def _merge(defaults: pd.DataFrame, user: pd.DataFrame, field_defaults: dict, replace: bool) -> pd.DataFrame:
-    """User rows replace the default rows of their use; gaps are filled from the use's default row."""
+    """User rows replace the default rows of their use; gaps are filled from the use's default row
+    (its default-period row when it has periods)."""
     kept = defaults.iloc[0:0] if replace else defaults[~defaults["use"].isin(set(user["use"]))]
     filled = []
     for _, row in user.iterrows():
         template = defaults[defaults["use"] == row["use"]]
+        if len(template) > 1 and template["default_period"].any():
+            template = template[template["default_period"]]
         base = template.iloc[0].to_dict() if len(template) else dict(field_defaults)
         merged = dict(base)
+        for key in PERIOD_FIELDS:  # a user row's period is its own (open when it gives none)
+            value = field_defaults.get(key)
+            merged[key] = np.nan if value is None else value
         for key, value in row.items():
             if not (value is None or (isinstance(value, float) and np.isnan(value))):
                 merged[key] = value
@@ -257,7 +276,8 @@ def _normalize(frame: pd.DataFrame, field_defaults: dict) -> pd.DataFrame:
         if key not in frame.columns:
             frame[key] = None
     frame["default_period"] = frame.get("default_period", False)
-    frame["default_period"] = frame["default_period"].fillna(False).astype(bool)
+    flags = frame["default_period"]
+    frame["default_period"] = [bool(v) and not pd.isna(v) for v in flags]  # empty cells: False
     return frame
 
 

@@ -206,6 +206,8 @@ def prepare_buildings(
         "fallback_use": archetypes.fallback_use,
         "fallback_buildings": int(match.fallback.sum()),
         "missing_year_built": match.missing_year,
+        # where buildings without year_built went: each use's default construction period
+        "missing_year_archetypes": match.missing_year_archetypes,
         "floor_area_total_m2": float(area.to_numpy()[keep].sum()),
     }
     return PreparedBuildings(ids[keep], area.to_numpy()[keep], match.index, match.use, match.fallback, report)
@@ -276,7 +278,8 @@ def demand(
     Dataset over (building, time): ``electricity``, ``heating``, ``cooling`` in kW (float32,
     Dask-backed, chunked over buildings); coordinates ``floor_area_m2``, ``use``, ``archetype``,
     ``use_fallback`` per building; ``attrs["report"]`` a JSON report (dropped buildings, unknown
-    uses, missing years, interpolated weather hours, reference weather); read it with
+    uses, missing years and the default-period archetypes they took, interpolated weather hours,
+    reference weather); read it with
     :func:`demand_report`.
     """
     import dask.array as da
