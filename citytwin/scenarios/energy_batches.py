@@ -42,10 +42,6 @@ class BoundedResult:
     report: dict
 
 
-def _annual(assets: xr.Dataset) -> xr.Dataset:
-    return assets.drop_vars([name for name, var in assets.data_vars.items() if "time" in var.dims])
-
-
 def _assets_per_level(links: pd.DataFrame) -> dict[str, int]:
     return {level: int(links[level].nunique()) for level in GRID_LEVELS if level in links}
 
@@ -81,8 +77,7 @@ def simulate_bounded(table: pd.DataFrame, weather, links: pd.DataFrame | None, *
     counts = _assets_per_level(links) if links is not None and len(links) else {}
     if not counts or sum(counts.values()) * hours <= budget:
         result = simulate(table, weather, links, **options)
-        annual = _annual(result.assets) if result.assets is not None else None
-        return BoundedResult(result.buildings, result.assets, annual, list(counts), 1, result.report)
+        return BoundedResult(result.buildings, result.assets, result.annual, list(counts), 1, result.report)
     # The levels whose hourly series fit the budget for the whole city, from the top down.
     hourly_levels, cells = [], 0
     for level in reversed(GRID_LEVELS):
@@ -101,14 +96,14 @@ def simulate_bounded(table: pd.DataFrame, weather, links: pd.DataFrame | None, *
     for part, part_links in groups:
         if part.empty:
             continue
-        result = simulate(part, weather, part_links, **options)
+        # Only the kept levels' hourly series leave the workers; the rest arrive as annual figures.
+        result = simulate(part, weather, part_links, hourly_levels=hourly_levels, **options)
         buildings.append(result.buildings)
         report = report or result.report
-        if result.assets is not None:
-            annual.append(_annual(result.assets))
-            keep = result.assets["level"].isin(hourly_levels)
-            if bool(keep.any()):
-                hourly.append(result.assets.isel(asset=keep.to_numpy()))
+        if result.annual is not None:
+            annual.append(result.annual)
+            if result.assets.sizes["asset"]:
+                hourly.append(result.assets)
     report = {**report, "batches": len(groups), "hourly_levels": hourly_levels}
     assets = xr.concat(hourly, dim="asset") if hourly else None
     return BoundedResult(pd.concat(buildings), assets, xr.concat(annual, dim="asset") if annual else None,
