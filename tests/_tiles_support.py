@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _paths import SHARED_DATA
 
 CRS = "EPSG:28992"
 X0, Y0 = 85000.0, 447000.0  # Delft, RD New
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DENHAAG = SHARED_DATA / "denhaag_3d" / "DenHaag_01.city.json"
 DELFT = SHARED_DATA / "delft_cjio" / "delft.json"
 VALIDATOR = REPO / "tests" / "js" / "validate_gltf.mjs"

@@ -18,14 +18,15 @@ from sqlalchemy import Engine
 
 from citytwin.db.engine import make_engine
 from citytwin.db.migrate import head_revision, upgrade
+from _paths import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TEMPLATE = "citytwin_test_template"
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    assert SHARED_DATA.is_dir(), f"real test data not found at {SHARED_DATA}"
+    assert SHARED_DATA.is_dir(), (f"real test data not found at {SHARED_DATA}: put the shared/ folder beside the "
+                                    "project or set CITYTWIN_SHARED_DATA to its data/ folder")
     return SHARED_DATA
 
 

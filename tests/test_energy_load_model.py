@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,8 +11,9 @@ import pytest
 from citytwin.errors import InputError
 from citytwin.io.load_model import RTS_HOURS, read_load_model, season_of_week
 from citytwin.models.energy import AnnualProfile, demand, load_archetypes, synthetic_weather
+from _paths import SHARED_DATA
 
-RBTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "rbts_bus2"
+RBTS = SHARED_DATA / "rbts_bus2"
 
 
 @pytest.fixture(scope="module")

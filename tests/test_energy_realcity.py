@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,8 +9,9 @@ import pytest
 
 from citytwin.io.cityjson import read_cityjson
 from citytwin.models.energy import load_archetypes, simulate, synthetic_weather
+from _paths import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 CITIES = {
     "delft": (DATA / "delft_cjio" / "delft.json", None),
     "denhaag": (DATA / "denhaag_3d" / "DenHaag_01.city.json", "EPSG:7415"),  # CRS not declared in the file

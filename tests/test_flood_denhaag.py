@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +9,9 @@ import rioxarray
 
 from citytwin.io.cityjson import read_cityjson
 from citytwin.models.flood import rasterize_obstacles, sample, simulate
+from _paths import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "denhaag_3d"
+DATA = SHARED_DATA / "denhaag_3d"
 
 
 @pytest.fixture(scope="module")

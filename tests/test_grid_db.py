@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from citytwin.io.grids import read_rbts
 from citytwin.models.grid import reliability_report, restore
+from _paths import SHARED_DATA
 
-RBTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "rbts_bus2"
+RBTS = SHARED_DATA / "rbts_bus2"
 
 
 def test_rbts_round_trips_through_the_twin(engine):

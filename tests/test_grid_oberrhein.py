@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,8 +9,9 @@ import pytest
 
 from citytwin.models.grid import ImpactTable, Topology, outage, restore
 from citytwin.models.grid.outages import failures_from_flood, outage_from_device
+from _paths import SHARED_DATA
 
-MV = Path(__file__).resolve().parents[2] / "shared" / "data" / "oberrhein_schutterwald_grids" / "mv_oberrhein.json"
+MV = SHARED_DATA / "oberrhein_schutterwald_grids" / "mv_oberrhein.json"
 
 
 @pytest.fixture(scope="module")

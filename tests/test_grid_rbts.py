@@ -8,7 +8,6 @@ the computed value rounds to the published one: |x - published| <= half a unit o
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,8 +18,9 @@ from citytwin.io.grids import read_grid, read_rbts
 from citytwin.models.grid import apply_overrides, assignments, reliability_report, restore
 from citytwin.models.grid.effects import failure_effects
 from citytwin.models.grid.reliability_montecarlo import monte_carlo
+from _paths import SHARED_DATA
 
-RBTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "rbts_bus2"
+RBTS = SHARED_DATA / "rbts_bus2"
 PUBLISHED_SYSTEM = {"SAIFI": "0.248", "SAIDI": "3.61", "CAIDI": "14.6", "ASAI": "0.999588", "ENS": "37.75"}
 PUBLISHED_LP1 = {"failure_rate": "0.2393", "unavailability_h": "3.575", "average_outage_time_h": "14.94"}
 

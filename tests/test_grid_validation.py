@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,8 +22,9 @@ from citytwin.models.grid import (
     sample_failures,
     validate_grid,
 )
+from _paths import SHARED_DATA
 
-RBTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "rbts_bus2"
+RBTS = SHARED_DATA / "rbts_bus2"
 
 
 def small_grid(**changes) -> GridTables:

@@ -16,8 +16,9 @@ from citytwin.errors import InputError
 from citytwin.io.buildings import FRAME_COLUMNS, iter_building_chunks, read_buildings
 from citytwin.io.crs import choose_metric_crs, to_crs, utm_epsg
 from citytwin.io.uses import USES, map_uses, shop_use
+from _paths import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 ALEXANDRIA = DATA / "alexandria_va"
 ZUG = DATA / "zug_cea" / "cea_reference_case"
 

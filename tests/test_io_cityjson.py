@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,9 @@ from citytwin.errors import InputError
 from citytwin.io.buildings import FRAME_COLUMNS, iter_building_chunks, read_buildings
 from citytwin.io.cityjson import read_cityjson
 from citytwin.io.crs import to_crs
+from _paths import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 DEN_HAAG = DATA / "denhaag_3d" / "DenHaag_01.city.json"
 DELFT = DATA / "delft_cjio" / "delft.json"
 ROTTERDAM = DATA / "rotterdam_delfshaven" / "3-20-DELFSHAVEN.json"

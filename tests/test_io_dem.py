@@ -19,8 +19,9 @@ from citytwin.errors import InputError
 from citytwin.io.buildings import read_buildings
 from citytwin.io.cityjson import read_cityjson
 from citytwin.io.dem import ground_elevation_for, read_dem, sample_dem
+from _paths import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 DEN_HAAG_DEM = DATA / "denhaag_3d" / "derived" / "denhaag_dem_1m_from_TIN.tif"
 DEN_HAAG = DATA / "denhaag_3d" / "DenHaag_01.city.json"
 ZUG = DATA / "zug_cea"
